@@ -1,0 +1,2 @@
+"""SD-MAD Lite."""
+__version__ = "0.1.0"

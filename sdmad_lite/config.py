@@ -1,0 +1,293 @@
+"""Configuration: dataclass configs and the three profiles of the design.
+
+This module is the only place where defaults live. A *profile* fixes the scale of a run
+(backbone, weights, data); an :class:`ExperimentConfig` fixes everything else. Configs load
+from and save to YAML; an unknown key or a value of the wrong type is an error that names
+the key (never silently ignored).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_ENV = "SDMAD_PROFILE"
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix (unknown key, wrong type, unknown profile)."""
+
+
+class ProfileUnavailableError(RuntimeError):
+    """A profile needs something (network, weights, data) that this machine does not have."""
+
+
+# --------------------------------------------------------------------------- profiles
+@dataclass(frozen=True)
+class Profile:
+    """One scale of the book: which backbone, which weights, which data."""
+
+    name: str
+    backbone: str
+    pretrained: str | None
+    data: str
+    needs_network: bool
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    "offline": Profile(
+        name="offline",
+        backbone="phantomclip-tiny",
+        pretrained="shipped",
+        data="phantom",
+        needs_network=False,
+        description="PhantomCLIP-tiny shipped in the package + the phantom world; any CPU, no network",
+    ),
+    "colab": Profile(
+        name="colab",
+        backbone="ViT-B-16",
+        pretrained="openai",
+        data="medmnist",
+        needs_network=True,
+        description="open_clip ViT-B-16 (openai weights) + MedMNIST+ 224 px (ChestMNIST, OCTMNIST); a Colab GPU",
+    ),
+    "paper": Profile(
+        name="paper",
+        backbone="ViT-L-14-336",
+        pretrained="openai",
+        data="original",
+        needs_network=True,
+        description="ViT-L-14-336 (openai weights) + ChestX-ray14, OCT2017, fastMRI+ brain; a GPU machine",
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the profile named by ``name``, else by ``$SDMAD_PROFILE``, else ``offline``."""
+    chosen = name or os.environ.get(PROFILE_ENV) or "offline"
+    chosen = chosen.strip().lower()
+    if chosen not in PROFILES:
+        raise ConfigError(
+            f"unknown profile {chosen!r} (from {'argument' if name else '$' + PROFILE_ENV}); "
+            f"choose one of {', '.join(PROFILES)}"
+        )
+    return PROFILES[chosen]
+
+
+def network_available(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host`` can be opened (used to fail fast, not to download)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_profile_ready(profile: Profile, weights_cached: bool = False) -> None:
+    """Fail at once, with the fix, when ``profile`` needs a network that is not there.
+
+    ``weights_cached`` says that the pretrained files are already on disk (then no network is
+    needed). The offline profile is always ready. This never falls back to random weights.
+    """
+    if not profile.needs_network or weights_cached:
+        return
+    if not network_available():
+        raise ProfileUnavailableError(
+            f"profile {profile.name!r} needs {profile.backbone} weights ({profile.pretrained}) and "
+            f"{profile.data} data, which must be downloaded, but there is no network and no cached copy. "
+            f"Run it where the network is reachable (for example on Colab), or use the offline profile: "
+            f"unset {PROFILE_ENV} or set {PROFILE_ENV}=offline."
+        )
+
+
+# --------------------------------------------------------------------------- experiment config
+@dataclass
+class DataConfig:
+    """Which data, at which size, and the phantom world's difficulty knobs."""
+
+    dataset: str = "phantom-chest"  # phantom-{chest,oct,brain}, chestmnist, octmnist, chestxray14, oct2017, fastmri-brain
+    root: str | None = None  # folder of a real dataset (colab / paper profiles)
+    image_size: int = 224
+    n_test: int = 600  # evaluation images (phantoms) or a cap on a real test split (0 = all)
+    normal_fraction: float = 0.3  # share of normal images in the phantom world
+    conspicuity: float = 1.0  # phantom sign contrast multiplier (1 = default difficulty)
+    noise: float = 1.0  # phantom noise multiplier
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and adapters (paper: f_out = λ·f + (1−λ)·σ(W2 σ(W1 f)))."""
+
+    backbone: str = "phantomclip-tiny"
+    pretrained: str | None = "shipped"
+    adapter_mode: str = "side"  # "side" (reads taps, cacheable) or "residual" (paper-faithful)
+    adapter_blocks: list[int] | None = None  # None: MVFA's 6/12/18/24 of 24 scaled to the depth
+    adapter_lambda: float = 0.8
+    adapter_hidden: int = 128
+    text_adapter: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Loss weights; a weight of 0 turns the term off (the ablations)."""
+
+    align: float = 1.0
+    discrepancy: float = 1.0
+    discrepancy_margin: float = 0.1
+    intra: float = 0.1
+    anchor: float = 1.0
+    temperature: float = 0.07
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 32
+    val_fraction: float = 0.25
+    patience: int = 15
+    augment: bool = True
+
+
+@dataclass
+class SelectionConfig:
+    """Sign selection at inference (see selection.py)."""
+
+    rule: str = "auto"  # auto | none | expert | all | topk
+    top_k: int = 3
+    z_threshold: float = 1.0
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one run needs; ``profile`` is recorded in every result."""
+
+    name: str = "sdmad"
+    profile: str = "offline"
+    seed: int = 0
+    k_shot: int = 4
+    method: str = "sdmad"
+    protocols: list[str] = field(default_factory=lambda: ["integrated", "per-anomaly", "open-set"])
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "ExperimentConfig":
+        return _from_dict(cls, d, where)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errs = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, where)
+            except ConfigError as e:
+                errs.append(str(e))
+        raise ConfigError(errs[0] if errs else f"{where}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _from_dict(tp, value, where)
+    return value
+
+
+def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in d.items()}
+    obj = cls(**kwargs)
+    if cls is ExperimentConfig:
+        get_profile(obj.profile)  # validates the name
+    return obj
+
+
+def load_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Load an :class:`ExperimentConfig` from YAML; errors name the file and the key."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (give the path of a YAML file; examples are in sdmad_lite/configs/)")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return ExperimentConfig.from_dict(raw, where=str(p))
+
+
+def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML (atomically: write a temporary file, then rename)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, p)
+
+
+def default_config(profile: str | None = None, **overrides: Any) -> ExperimentConfig:
+    """The default experiment for a profile (backbone and data follow the profile)."""
+    prof = get_profile(profile)
+    cfg = ExperimentConfig(profile=prof.name)
+    cfg.model.backbone = prof.backbone
+    cfg.model.pretrained = prof.pretrained
+    if prof.data == "medmnist":
+        cfg.data.dataset = "chestmnist"
+    elif prof.data == "original":
+        cfg.data.dataset = "chestxray14"
+    merged = _deep_update(cfg.to_dict(), overrides)
+    return ExperimentConfig.from_dict(merged, where="overrides")
+
+
+def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
