@@ -1,0 +1,188 @@
+"""Open every page of the rendered book in headless Chromium and check it as a reader would.
+
+For each page of the table of contents: the page loads, every image on it loads, every
+internal link points at a page (and anchor) that exists, and the browser console shows no
+error. A full-page screenshot of each page is written for people to look at. Requests to
+outside hosts that fail (this machine has no network) are reported apart, not as errors;
+an *image* from an outside host is an error (the book must carry its own images).
+
+    python scripts/check_book_html.py [_build/html] [--screenshots DIR]
+
+Exit status: 0 when every page passes, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import html.parser
+import http.server
+import re
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlparse
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_pages(toc_file: Path) -> list[str]:
+    """Pages of ``_toc.yml`` as paths relative to the HTML root (``book/intro.html``)."""
+    toc = yaml.safe_load(toc_file.read_text())
+    pages = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                pages.append(node["file"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return [re.sub(r"\.(md|ipynb)$", "", p) + ".html" for p in pages]
+
+
+class _Ids(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k in ("id", "name") and v:
+                self.ids.add(v)
+
+
+@functools.lru_cache(maxsize=None)
+def page_ids(path: Path) -> frozenset[str]:
+    p = _Ids()
+    p.feed(path.read_text(errors="replace"))
+    return frozenset(p.ids)
+
+
+def serve(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the report readable
+        pass
+
+
+def make_driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+        "--disable-dev-shm-usage", "--window-size=1280,1000", "--hide-scrollbars",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='sdmad-chromium-')}",
+    ):
+        opts.add_argument(flag)
+    binary = Path("/usr/bin/chromium")
+    if binary.exists():
+        opts.binary_location = str(binary)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver_path = "/usr/bin/chromedriver"
+    service = Service(executable_path=driver_path) if Path(driver_path).exists() else Service()
+    return webdriver.Chrome(options=opts, service=service)
+
+
+JS_IMAGES = """return Array.from(document.images).map(i => [i.getAttribute('src'), i.currentSrc, i.complete, i.naturalWidth]);"""
+JS_LINKS = """return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);"""
+
+
+def check(html_dir: Path, shots: Path) -> int:
+    pages = toc_pages(ROOT / "_toc.yml")
+    base, server = serve(html_dir)
+    shots.mkdir(parents=True, exist_ok=True)
+    driver = make_driver()
+    failures: list[str] = []
+    external: list[str] = []
+    n_images = n_links = 0
+    try:
+        for page in pages:
+            f = html_dir / page
+            if not f.is_file():
+                failures.append(f"{page}: page of the table of contents was not built")
+                continue
+            url = urljoin(base, page)
+            driver.get(url)
+            driver.execute_script("return document.readyState")
+            # images
+            for src, cur, complete, width in driver.execute_script(JS_IMAGES):
+                n_images += 1
+                if not cur.startswith(base):
+                    failures.append(f"{page}: image from outside the book: {src}")
+                elif not complete or not width:
+                    failures.append(f"{page}: image does not load: {src}")
+            # internal links
+            for href in set(driver.execute_script(JS_LINKS)):
+                if not href.startswith(base):
+                    continue
+                n_links += 1
+                u = urlparse(href)
+                rel = unquote(u.path[len(urlparse(base).path):]) or "index.html"
+                target = html_dir / rel
+                if target.is_dir():
+                    target = target / "index.html"
+                if not target.is_file():
+                    failures.append(f"{page}: broken link to {rel}")
+                elif u.fragment and target.suffix == ".html" and u.fragment not in page_ids(target):
+                    failures.append(f"{page}: link to missing anchor {rel}#{u.fragment}")
+            # console
+            for entry in driver.get_log("browser"):
+                msg = entry.get("message", "")
+                if entry.get("level") not in ("SEVERE", "ERROR"):
+                    continue
+                urls = re.findall(r"https?://[^\s\"')]+", msg)
+                if urls and not any(x.startswith(base) for x in urls):
+                    external.append(f"{page}: {msg}")
+                else:
+                    failures.append(f"{page}: console error: {msg}")
+            # full-page screenshot
+            height = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 12000)")
+            driver.set_window_size(1280, max(800, int(height)))
+            driver.save_screenshot(str(shots / (page.replace("/", "__").removesuffix(".html") + ".png")))
+            driver.set_window_size(1280, 1000)
+    finally:
+        driver.quit()
+        server.shutdown()
+    print(f"checked {len(pages)} pages, {n_images} images, {n_links} internal links; screenshots in {shots}")
+    if external:
+        print(f"{len(external)} request(s) to outside hosts failed (no network here; not counted as errors):")
+        for e in external:
+            print("  -", e)
+    if failures:
+        print(f"FAILED: {len(failures)} problem(s):")
+        for e in failures:
+            print("  -", e)
+        return 1
+    print("all pages passed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("html_dir", nargs="?", default=str(ROOT / "_build" / "html"))
+    ap.add_argument("--screenshots", default=str(ROOT / "_build" / "screenshots"))
+    a = ap.parse_args(argv)
+    html_dir = Path(a.html_dir)
+    if not (html_dir / "index.html").is_file():
+        print(f"no built book at {html_dir}: build it first (bash scripts/book.sh)", file=sys.stderr)
+        return 1
+    return check(html_dir, Path(a.screenshots))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Robust image reading: any PNG/JPEG/TIFF a user may hold -> uint8 numpy array.
+
+* 8-bit grayscale: returned as is.
+* 16-bit / 32-bit integer or float grayscale (DICOM exports, fastMRI slices): scaled by the
+  image's own range, ``(v - min) / (max - min) * 255`` — never clipped (a 12-bit radiograph
+  stored in 16 bits would otherwise be nearly black or saturated). A constant image maps to 0.
+* Palette and RGB: converted to luminance (ITU-R 601-2, Pillow's ``L``).
+* Alpha (LA, RGBA, palette with transparency): composited on black.
+* Missing, empty, truncated or non-image files raise :class:`ImageLoadError` naming the file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+_HELP = "see data_scripts/README.md for how to get and prepare the datasets"
+
+
+class ImageLoadError(OSError):
+    """An image file is missing, empty, truncated or not an image."""
+
+
+def _scale_to_uint8(a: np.ndarray) -> np.ndarray:
+    """Scale an integer or float array to uint8 by its own range (constant -> zeros)."""
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    f = a.astype(np.float64)
+    finite = np.isfinite(f)
+    if not finite.any():
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = float(f[finite].min()), float(f[finite].max())
+    f = np.where(finite, f, lo)
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.round((f - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _composite_on_black(img: Image.Image) -> Image.Image:
+    """RGBA/LA -> RGB/L with the colour multiplied by alpha (i.e. over a black background)."""
+    rgba = img.convert("LA" if img.mode in ("LA", "La") else "RGBA")
+    a = np.asarray(rgba, dtype=np.float64)
+    alpha = a[..., -1:] / 255.0
+    out = np.round(a[..., :-1] * alpha).astype(np.uint8)
+    if out.shape[-1] == 1:
+        return Image.fromarray(np.ascontiguousarray(out[..., 0]))
+    return Image.fromarray(out)
+
+
+def pil_to_array(img: Image.Image, mode: str = "L") -> np.ndarray:
+    """Convert an opened PIL image to uint8 ``(H, W)`` (``mode="L"``) or ``(H, W, 3)`` (``"RGB"``)."""
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+    m = img.mode
+    if m == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        m = img.mode
+    if m in ("RGBA", "LA", "La", "RGBa", "PA"):
+        img = _composite_on_black(img)
+        m = img.mode
+    if m in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "I;32", "I;32B"):
+        arr = np.asarray(img)
+        if arr.ndim == 3:  # some multi-channel high bit-depth decoders
+            arr = arr[..., 0]
+        g = _scale_to_uint8(arr)
+        return np.repeat(g[..., None], 3, axis=2) if mode == "RGB" else g
+    if m == "1":
+        img = img.convert("L")
+    elif m not in ("L", "RGB"):
+        img = img.convert("RGB")
+    img = img.convert(mode)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def load_image(path: str | os.PathLike, mode: str = "L") -> np.ndarray:
+    """Read an image file as uint8: ``(H, W)`` for ``mode="L"`` (default), ``(H, W, 3)`` for ``"RGB"``.
+
+    Raises :class:`ImageLoadError` with the file name and what to do when the file is
+    missing, empty, truncated/corrupt or not an image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageLoadError(f"image not found: {p} ({_HELP})")
+    if p.is_dir():
+        raise ImageLoadError(f"expected an image file but {p} is a directory")
+    if p.stat().st_size == 0:
+        raise ImageLoadError(
+            f"image file is empty (0 bytes): {p} — probably an interrupted download or copy; "
+            f"delete it and fetch it again ({_HELP})"
+        )
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return pil_to_array(img, mode)
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(
+            f"not an image Pillow can read: {p} — check that it is a PNG/JPEG/TIFF and not an "
+            f"HTML error page or an archive that still needs extracting ({_HELP})"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
+        raise ImageLoadError(
+            f"corrupt or truncated image: {p} ({e}) — delete it and fetch it again ({_HELP})"
+        ) from e
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """uint8 ``(H, W)`` or ``(H, W, 3)`` array (any other dtype is range-scaled) -> PIL image."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = _scale_to_uint8(a)
+    if a.ndim == 2:
+        return Image.fromarray(a)
+    if a.ndim == 3 and a.shape[2] == 3:
+        return Image.fromarray(a)
+    if a.ndim == 3 and a.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(a[..., 0]))
+    raise ValueError(f"expected (H, W) or (H, W, 3) array, got shape {a.shape}")
+
+
+def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an array as an image (format from the suffix), atomically (tmp file, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    to_pil(image).save(tmp, format=Image.registered_extensions().get(p.suffix.lower()))
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,63 @@
+"""The checks themselves must fail when something breaks: a failing cell fails the book build,
+and a broken link or a missing image fails the browser check."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _mini_book(tmp_path: Path, code: str) -> Path:
+    book = tmp_path / "book"
+    book.mkdir(parents=True)
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    cfg.pop("bibtex_bibfiles", None)
+    (book / "book" / "_static").mkdir(parents=True)
+    shutil.copy(ROOT / "book" / "_static" / "favicon.png", book / "book" / "_static" / "favicon.png")
+    cfg["sphinx"]["local_extensions"] = {"no_thebe": str(ROOT / "book" / "_ext")}
+    cfg["exclude_patterns"] = []
+    (book / "_config.yml").write_text(yaml.safe_dump(cfg))
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: nb\n")
+    (book / "intro.md").write_text("# Intro\n\nA [link](nb.ipynb).\n")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# NB"), nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, book / "nb.ipynb")
+    return book
+
+
+def _build(book: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "jupyter-book"), "build", str(book), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_failing_cell_fails_the_build(tmp_path):
+    ok = _build(_mini_book(tmp_path / "a", "print(1 + 1)"))
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    bad = _build(_mini_book(tmp_path / "b", "raise RuntimeError('boom in a cell')"))
+    assert bad.returncode != 0
+    assert "boom in a cell" in bad.stdout + bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromedriver") or Path("/usr/bin/chromedriver").exists()),
+                    reason="chromium-driver is not installed (.ci/run installs it)")
+def test_browser_check_catches_broken_link_and_image(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import check_book_html as chk
+
+    book = _mini_book(tmp_path, "print('fine')")
+    assert _build(book).returncode == 0
+    html = book / "_build" / "html"
+    monkeypatch.setattr(chk, "ROOT", book)
+    assert chk.check(html, tmp_path / "shots") == 0
+    page = html / "nb.html"
+    page.write_text(page.read_text().replace("</article>", '<a href="missing.html">x</a><img src="nope.png"></article>', 1))
+    assert chk.check(html, tmp_path / "shots2") == 1
