@@ -96,8 +96,8 @@ def _as_labels(y: Any, name: str, ndim: int = 2) -> np.ndarray:
     if a.ndim != ndim:
         hint = " (one row per image, one column per category)" if ndim == 2 else ""
         raise MetricInputError(f"{name} must be a {ndim}-D array{hint}; got shape {a.shape}")
-    if a.shape[0] == 0:
-        raise MetricInputError(f"{name} has no rows (shape {a.shape}); there is nothing to evaluate")
+    if a.shape[0] == 0 or (a.ndim == 2 and a.shape[1] == 0):
+        raise MetricInputError(f"{name} is empty (shape {a.shape}); there is nothing to evaluate")
     if a.dtype == bool:
         return a.astype(np.int8)
     if not np.issubdtype(a.dtype, np.number):
@@ -117,8 +117,8 @@ def _as_scores(s: Any, name: str, ndim: int = 2) -> np.ndarray:
     a = np.asarray(s)
     if a.ndim != ndim:
         raise MetricInputError(f"{name} must be a {ndim}-D array; got shape {a.shape}")
-    if a.shape[0] == 0:
-        raise MetricInputError(f"{name} has no rows (shape {a.shape}); there is nothing to evaluate")
+    if a.shape[0] == 0 or (a.ndim == 2 and a.shape[1] == 0):
+        raise MetricInputError(f"{name} is empty (shape {a.shape}); there is nothing to evaluate")
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise MetricInputError(f"{name} must be real-valued scores; got dtype {a.dtype}")
     a = a.astype(np.float64)

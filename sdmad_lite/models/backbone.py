@@ -2,11 +2,13 @@
 
 ``load(name, pretrained=...)`` returns a :class:`Backbone`: the model, its preprocessing, its
 tokenizer, and *taps* on the intermediate transformer blocks of the image encoder that the
-adapters read (see ``models/adapters.py``). Names:
+adapters read or modify (``models/adapters.py``). Names:
 
-- ``phantomclip-tiny`` — the offline model shipped in this package (pretrained on phantoms);
+- ``phantomclip-tiny`` — the offline model shipped in this package (pretrained on phantoms by
+  ``sdmad pretrain-phantomclip``; config in ``phantomclip-tiny.json``);
 - ``ViT-B-16`` / ``ViT-B-32`` / ``ViT-L-14-336`` with ``openai`` weights (colab, paper);
-- ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224`` (colab).
+- ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224`` (colab; zero-shot only:
+  its timm image tower has no taps here).
 
 Asking for pretrained weights that are neither cached nor downloadable fails with a clear
 message; it never falls back to random weights. ``pretrained=None`` builds random weights on
@@ -15,36 +17,40 @@ purpose (shape tests, timing benchmarks).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import open_clip
 import torch
+import torch.nn.functional as F
 
 CONTEXT_LENGTH = 77
 PHANTOMCLIP = "phantomclip-tiny"
-
-#: open_clip config of PhantomCLIP-tiny: a small ViT (128 px, 8×8 patches of 16 px, 6 blocks)
-#: and a small text transformer over CLIP's BPE vocabulary.
-PHANTOMCLIP_CONFIG = {
-    "embed_dim": 128,
-    "vision_cfg": {"image_size": 128, "layers": 6, "width": 192, "head_width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4},
-}
+MODELS_DIR = Path(__file__).resolve().parent
+PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
+PHANTOMCLIP_CHECKPOINT = MODELS_DIR / f"{PHANTOMCLIP}.pt"
+PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
+KNOWN = (PHANTOMCLIP, "ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-L-14-336")
 
 
+class BackboneError(RuntimeError):
+    """The backbone cannot be built as asked (unknown name, weights unavailable, bad checkpoint)."""
+
+
+@functools.lru_cache(maxsize=None)
 def _register_custom_configs() -> None:
-    if PHANTOMCLIP not in open_clip.list_models():
-        open_clip.add_model_config({PHANTOMCLIP: PHANTOMCLIP_CONFIG}) if hasattr(open_clip, "add_model_config") else None
-
-
-def _arch(name: str) -> str:
-    return name
+    open_clip.add_model_config(PHANTOMCLIP_CONFIG_FILE)
 
 
 @functools.lru_cache(maxsize=None)
 def get_tokenizer(name: str = PHANTOMCLIP) -> Callable[[Sequence[str]], torch.Tensor]:
     """The tokenizer of backbone ``name``: ``tokenizer(texts) -> LongTensor (N, 77)``."""
-    if name == PHANTOMCLIP or not name.startswith("hf-hub:"):
+    if not name.startswith("hf-hub:"):
         # PhantomCLIP-tiny and the OpenAI CLIP architectures share CLIP's BPE tokenizer,
         # which ships inside the open_clip package (no download).
         return open_clip.get_tokenizer("ViT-B-32")
@@ -59,3 +65,207 @@ def count_tokens(texts: Sequence[str], name: str = PHANTOMCLIP) -> list[int]:
         ids = tok(list(texts))
         return [int((row != 0).sum()) for row in ids]
     return [len(enc(t)) + 2 for t in texts]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP model with taps on its image blocks.
+
+    ``image_size``: input side; ``width``: token width of the image transformer; ``embed_dim``:
+    joint image–text space; ``n_blocks``: depth of the image transformer; ``grid``: patches per side.
+    """
+
+    name: str
+    pretrained: str | None
+    model: torch.nn.Module
+    tokenizer: Callable[[Sequence[str]], torch.Tensor]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        self.model.eval().requires_grad_(False)
+        v = self.model.visual
+        size = v.image_size if hasattr(v, "image_size") else 224
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.has_taps = hasattr(v, "transformer") and hasattr(v, "_embeds")
+        self.width = int(v.transformer.width) if self.has_taps else 0
+        self.n_blocks = len(v.transformer.resblocks) if self.has_taps else 0
+        self.embed_dim = int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") and self.model.text_projection is not None else int(v.output_dim)
+        self.grid = self.image_size // int(v.patch_size[0]) if self.has_taps else 0
+        self.key = f"{self.name}|{self.pretrained}"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ----------------------------------------------------------------- images
+    def prepare(self, images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 grayscale images (B, H, W) or a list of (H, W) -> normalised (B, 3, S, S).
+
+        As CLIP's own preprocessing: resize the shorter side to S (bicubic, antialiased),
+        centre-crop to S×S, replicate the grey channel, normalise with the model's mean/std.
+        """
+        if isinstance(images, (list, tuple)):
+            batch = [self.prepare(im[None] if np.ndim(im) == 2 else im) for im in images]
+            return torch.cat(batch) if batch else torch.empty(0, 3, self.image_size, self.image_size)
+        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise ValueError(f"expected grayscale images (B, H, W), got shape {tuple(x.shape)}")
+        x = x.to(torch.float32)[:, None] / 255.0
+        h, w = x.shape[-2:]
+        s = self.image_size
+        if (h, w) != (s, s):
+            scale = s / min(h, w)
+            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+            top, left = (nh - s) // 2, (nw - s) // 2
+            x = x[..., top : top + s, left : left + s]
+        x = x.clamp(0, 1).expand(-1, 3, -1, -1)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(self.device)
+
+    def forward_image(
+        self,
+        pixels: torch.Tensor,
+        taps: Sequence[int] = (),
+        hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+        start_block: int = 0,
+        stream: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Run the image transformer and return ``(pooled embedding, {block: tokens})``.
+
+        ``taps`` are 1-based block indices whose output tokens (B, 1+P, width) are returned.
+        ``hook(block, tokens)`` may replace the residual stream after a block (the residual
+        adapters of the paper). ``start_block``/``stream`` resume from a cached stream taken
+        after block ``start_block`` (the exact feature cache of the residual variant).
+        """
+        if not self.has_taps:
+            raise BackboneError(f"{self.name}: the image tower has no transformer taps (only zero-shot is supported)")
+        v = self.model.visual
+        x = v._embeds(pixels) if stream is None else stream
+        tr = v.transformer
+        x = x if tr.batch_first else x.transpose(0, 1)
+        out: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(tr.resblocks, start=1):
+            if i <= start_block:
+                continue
+            x = block(x)
+            if hook is not None or i in taps:
+                nld = x if tr.batch_first else x.transpose(0, 1)
+                if hook is not None:
+                    nld = hook(i, nld)
+                    x = nld if tr.batch_first else nld.transpose(0, 1)
+                if i in taps:
+                    out[i] = nld
+        x = x if tr.batch_first else x.transpose(0, 1)
+        pooled, _ = v._pool(x)
+        if v.proj is not None:
+            pooled = pooled @ v.proj
+        return pooled, out
+
+    def to_joint(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Map tokens of any block (…, width) into the joint space (…, embed_dim): ln_post, proj."""
+        v = self.model.visual
+        x = v.ln_post(tokens)
+        return x @ v.proj if v.proj is not None else x
+
+    @torch.inference_mode()
+    def encode_images(self, images, batch_size: int = 64) -> torch.Tensor:
+        """L2-normalised image embeddings (N, embed_dim) of uint8 grayscale images."""
+        outs = []
+        for i in range(0, len(images), batch_size):
+            pix = self.prepare(images[i : i + batch_size])
+            outs.append(F.normalize(self.model.encode_image(pix).float(), dim=-1))
+        return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
+
+    # ----------------------------------------------------------------- text
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised text embeddings (N, embed_dim), encoded in batches."""
+        outs = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
+            outs.append(F.normalize(self.model.encode_text(tok).float(), dim=-1))
+        return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
+
+
+def default_taps(n_blocks: int) -> list[int]:
+    """MVFA's adapted blocks 6/12/18/24 of a 24-block ViT-L, scaled to ``n_blocks``."""
+    return sorted({max(1, int(b * n_blocks / 24 + 0.5)) for b in (6, 12, 18, 24)})
+
+
+def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: str = "cpu") -> Backbone:
+    """Build backbone ``name`` with ``pretrained`` weights.
+
+    ``pretrained="default"``: the shipped checkpoint for ``phantomclip-tiny``, ``openai`` for the
+    OpenAI architectures, the hub weights for ``hf-hub:`` names. ``None``: random weights, on
+    purpose. A path: an open_clip state dict. Unavailable weights raise :class:`BackboneError`.
+    """
+    if name not in KNOWN and not name.startswith("hf-hub:"):
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN)} or an 'hf-hub:' name")
+    _register_custom_configs()
+    if name == PHANTOMCLIP:
+        if pretrained in ("default", "shipped"):
+            pretrained = str(PHANTOMCLIP_CHECKPOINT)
+        model = open_clip.create_model(PHANTOMCLIP, pretrained=None, device=device)
+        if pretrained is not None:
+            _load_state(model, Path(pretrained), name)
+        mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    else:
+        if pretrained == "default":
+            pretrained = None if name.startswith("hf-hub:") else "openai"
+        if pretrained is not None and Path(str(pretrained)).suffix in (".pt", ".bin", ".safetensors"):
+            model = open_clip.create_model(name, pretrained=None, device=device)
+            _load_state(model, Path(pretrained), name)
+        else:
+            try:
+                model = open_clip.create_model(name, pretrained=pretrained, device=device)
+            except Exception as e:  # noqa: BLE001 — turned into one clear message
+                raise BackboneError(
+                    f"could not get the {pretrained or 'hub'} weights of {name}: {type(e).__name__}: {str(e)[:200]}. "
+                    "They are downloaded on first use and cached; this needs a network "
+                    "(HF_HUB_OFFLINE must not be set) or a cached copy. Use the offline profile "
+                    f"(backbone {PHANTOMCLIP!r}) where there is no network."
+                ) from None
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+    tokenizer = get_tokenizer(name)
+    return Backbone(name=name, pretrained=None if pretrained is None else str(pretrained), model=model,
+                    tokenizer=tokenizer, mean=mean, std=std)
+
+
+def _load_state(model: torch.nn.Module, path: Path, name: str) -> None:
+    if not path.is_file():
+        hint = " Build it with `sdmad pretrain-phantomclip`." if name == PHANTOMCLIP else ""
+        raise BackboneError(f"checkpoint not found: {path}.{hint}")
+    if path == PHANTOMCLIP_CHECKPOINT and PHANTOMCLIP_CARD.is_file():
+        want = json.loads(PHANTOMCLIP_CARD.read_text()).get("sha256")
+        got = sha256_file(path)
+        if want and want != got:
+            raise BackboneError(
+                f"{path} has sha256 {got[:12]}…, the model card says {want[:12]}…: the shipped checkpoint "
+                "is damaged or was replaced. Reinstall the package or rebuild it with `sdmad pretrain-phantomclip`."
+            )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise BackboneError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
+                            "it may be truncated: re-download or rebuild it") from None
+    state = state.get("state_dict", state)
+    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise BackboneError(f"{path} is a checkpoint of another model, not {name}: {str(e).splitlines()[0][:200]}") from None
