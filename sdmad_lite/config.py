@@ -162,6 +162,8 @@ class SelectionConfig:
     """Sign selection at inference (see selection.py)."""
 
     rule: str = "auto"  # auto | none | expert | all | topk
+    pool: str = "expert"  # the signs selection chooses from: expert (the recorded 3-5) | all (every candidate)
+    features: str = "frozen"  # frozen (what the VLM sees) | adapted (the trained category features)
     top_k: int = 3
     z_threshold: float = 1.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -202,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         s = cooccurrence_stats(args.dataset, cats)
     except ValueError as e:
-        print(f"error: {e}")
+        print(f"sdmad stats: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(s, indent=2) if args.json else format_stats(s))
     return 0

@@ -110,7 +110,10 @@ def ellipse_d(u: np.ndarray, v: np.ndarray, cu: float, cv: float, ru: float, rv:
 
 def smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """0 below ``lo``, 1 above ``hi``, a cubic ramp between (works for ``lo > hi`` too)."""
-    t = np.clip((x - F32(lo)) / F32(hi - lo), 0.0, 1.0)
+    t = np.subtract(x, F32(lo), dtype=F32)
+    t *= F32(1.0 / (hi - lo))
+    np.minimum(t, F32(1.0), out=t)
+    np.maximum(t, F32(0.0), out=t)
     return t * t * (F32(3.0) - F32(2.0) * t)
 
 

@@ -1,0 +1,129 @@
+"""The SD-MAD head: one feature per anomaly category, scored against that category's signs,
+and an anchor feature that decides normal vs abnormal.
+
+For an image, each adapted block ℓ gives tokens; branch ``b`` (a category, or the anchor)
+adapts them with its own adapters and maps its class token into the joint image–text space
+with the frozen ``ln_post`` and projection:
+
+    u_b^ℓ = normalize(P · LN(A_b^ℓ(f^ℓ)[cls]))
+
+The text side is fixed: ``t_{c,k}`` is the embedding of sign ``k`` of category ``c`` (the mean
+of its template prompts), ``t̄_c`` the mean over the category's active signs (those kept by
+sign selection), ``t_N`` / ``t_A`` the normal / abnormal anchor prompts. The score of category
+``c`` is a two-way contrast between its signs and normality, averaged over blocks:
+
+    ℓ_c = (1/τ) · mean_ℓ [cos(u_c^ℓ, t̄_c) − cos(u_c^ℓ, t_N)],         p_c = σ(ℓ_c)
+
+and the anchor ``ℓ_a = (1/τ) · mean_ℓ [cos(u_a^ℓ, t_A) − cos(u_a^ℓ, t_N)]``. Patch tokens mapped
+the same way give sign-similarity maps for localization.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .adapters import BranchAdapters
+
+
+@dataclass
+class TextBank:
+    """Fixed text embeddings the head scores against (all L2-normalised, joint space).
+
+    ``signs``: (C, K, D) sign embeddings padded to K; ``sign_mask``: (C, K) which are real;
+    ``active``: (C, K) which are used now (selection); ``normal``/``abnormal``: (D,).
+    """
+
+    signs: torch.Tensor
+    sign_mask: torch.Tensor
+    normal: torch.Tensor
+    abnormal: torch.Tensor
+    active: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.active is None:
+            self.active = self.sign_mask.clone()
+        if torch.isnan(self.signs).any() or torch.isinf(self.signs).any():
+            raise ValueError("text embeddings contain NaN or inf: re-encode the sign bank (clear the embedding cache)")
+
+    def with_active(self, active: torch.Tensor) -> "TextBank":
+        active = active.bool() & self.sign_mask.bool()
+        empty = (~active.any(1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"sign selection left categories {empty} with no sign; keep at least one per category")
+        return TextBank(self.signs, self.sign_mask, self.normal, self.abnormal, active)
+
+    def category_means(self) -> torch.Tensor:
+        """t̄_c: the normalised mean of each category's active signs, (C, D)."""
+        w = self.active.float().unsqueeze(-1)
+        return F.normalize((self.signs * w).sum(1) / w.sum(1).clamp(min=1), dim=-1)
+
+
+class SDMADHead(nn.Module):
+    """Adapters for C category branches + 1 anchor branch, and the scoring of the docstring above."""
+
+    def __init__(self, n_categories: int, blocks: list[int], width: int, hidden: int = 128, lam: float = 0.8,
+                 temperature: float = 0.07, text_adapter: bool = False, embed_dim: int | None = None):
+        super().__init__()
+        self.n_categories = n_categories
+        self.blocks = list(blocks)
+        self.adapters = BranchAdapters(n_categories + 1, self.blocks, width, hidden, lam)
+        self.temperature = temperature
+        self.text_adapter = None
+        if text_adapter:
+            if embed_dim is None:
+                raise ValueError("text_adapter=True needs embed_dim")
+            self.text_adapter = nn.Linear(embed_dim, embed_dim, bias=False)
+            nn.init.zeros_(self.text_adapter.weight)
+
+    @property
+    def anchor_branch(self) -> int:
+        return self.n_categories
+
+    def adapt_text(self, t: torch.Tensor) -> torch.Tensor:
+        """The optional text-side shift adapter: t + W t (W starts at zero), renormalised."""
+        if self.text_adapter is None:
+            return t
+        return F.normalize(t + self.text_adapter(t), dim=-1)
+
+    def branch_features(self, taps: dict[int, torch.Tensor], to_joint, tokens: str = "cls") -> torch.Tensor:
+        """u_b^ℓ for every branch and block: (B, n_branches, n_blocks, D), L2-normalised.
+
+        ``taps``: {block: (B, 1+P, width)}; ``to_joint``: the backbone's ln_post+proj.
+        ``tokens="patches"`` returns (B, n_branches, n_blocks, P, D) instead.
+        """
+        per_branch = []
+        for b in range(self.adapters.n_branches):
+            per_block = []
+            for blk in self.blocks:
+                f = taps[blk]
+                f = f[:, :1] if tokens == "cls" else f[:, 1:]
+                z = F.normalize(to_joint(self.adapters[b][str(blk)](f)), dim=-1)
+                per_block.append(z[:, 0] if tokens == "cls" else z)
+            per_branch.append(torch.stack(per_block, 1))
+        return torch.stack(per_branch, 1)
+
+    def logits(self, u: torch.Tensor, text: TextBank) -> tuple[torch.Tensor, torch.Tensor]:
+        """Category logits ℓ_c (B, C) and anchor logit ℓ_a (B,) from branch features ``u``."""
+        t_c = self.adapt_text(text.category_means())  # (C, D)
+        t_n = self.adapt_text(text.normal[None])[0]
+        t_a = self.adapt_text(text.abnormal[None])[0]
+        uc = u[:, : self.n_categories]  # (B, C, L, D)
+        ua = u[:, self.anchor_branch]  # (B, L, D)
+        cat = ((uc * t_c[None, :, None]).sum(-1) - (uc @ t_n)).mean(-1) / self.temperature
+        anc = ((ua @ t_a) - (ua @ t_n)).mean(-1) / self.temperature
+        return cat, anc
+
+    def sign_similarities(self, u: torch.Tensor, text: TextBank) -> torch.Tensor:
+        """cos(u_c, t_{c,k}) averaged over blocks: (B, C, K) (for selection and the losses)."""
+        uc = u[:, : self.n_categories].mean(2)  # (B, C, D)
+        return torch.einsum("bcd,ckd->bck", uc, self.adapt_text(text.signs))
+
+    def sign_maps(self, patch_u: torch.Tensor, text: TextBank) -> torch.Tensor:
+        """Patch-level similarity to each category's active signs: (B, C, P), block-averaged."""
+        t_c = self.adapt_text(text.category_means())
+        uc = patch_u[:, : self.n_categories].mean(2)  # (B, C, P, D)
+        t_n = self.adapt_text(text.normal[None])[0]
+        return (uc * t_c[None, :, None]).sum(-1) - uc @ t_n
