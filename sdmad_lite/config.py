@@ -116,6 +116,7 @@ class DataConfig:
     root: str | None = None  # folder of a real dataset (colab / paper profiles)
     image_size: int = 224
     n_test: int = 600  # evaluation images (phantoms) or a cap on a real test split (0 = all)
+    n_pool: int = 1000  # phantoms the few-shot support sets are drawn from (disjoint from the test set)
     normal_fraction: float = 0.3  # share of normal images in the phantom world
     conspicuity: float = 1.0  # phantom sign contrast multiplier (1 = default difficulty)
     noise: float = 1.0  # phantom noise multiplier

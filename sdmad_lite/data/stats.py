@@ -96,7 +96,7 @@ def cooccurrence_stats(dataset: str, categories: Sequence[str] | None = None) ->
 def cooccurrence_matrix(dataset: str, categories: Sequence[str] | None = None,
                         normalize: str | None = None) -> pd.DataFrame:
     """C x C frame for heatmaps: counts (``normalize=None``), ``"conditional"`` (row a, column b:
-    P(b|a)) or ``"jaccard"`` (|a and b| / |a or b|). The diagonal holds label counts (1.0 when
+    P(b|a)) or ``"jaccard"`` (``|a and b| / |a or b|``). The diagonal holds label counts (1.0 when
     normalised)."""
     cats = _categories(dataset, categories)
     y = tables.label_matrix(dataset, cats).astype(np.int64)
@@ -144,7 +144,7 @@ def _row(dataset: str, selection: str, y: np.ndarray) -> dict[str, Any]:
 def paper_subset_candidates(slices: Sequence[int] = (3, 4, 5, 6)) -> pd.DataFrame:
     """Compare simple selections with the paper's counts; sorted by ``rel_error``.
 
-    ``rel_error`` = |any - paper_any| / paper_any + |2plus - paper_2plus| / paper_2plus.
+    ``rel_error = |any - paper_any| / paper_any + |2plus - paper_2plus| / paper_2plus``.
     Only *simple, a-priori* selections are listed (split, first study of each patient, the 8
     ChestX-ray8 findings; one slice index, one sequence, six labels); searching over all
     category subsets can hit any target and proves nothing.

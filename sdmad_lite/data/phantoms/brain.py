@@ -300,7 +300,7 @@ def scalp_swelling(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     a = s.anat
     th0, half = _surgery(s), 0.35
     base = 1.02 + a["skull"] + a["scalp"]
-    thick = 0.06 * min(k, 1.6) + 0.02
+    thick = max(0.06 * min(k, 1.6) + 0.02, 2.0 * s.frame.px)
     p = _sector_patch(s, th0, half, base - 0.03, base + thick + 0.02)
     _, _, rho, th = head_coords(s, p)
     prof = np.clip(1 - (_angdiff(th, th0) / F32(half)) ** 2, 0, 1)

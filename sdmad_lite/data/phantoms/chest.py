@@ -290,10 +290,6 @@ def _side(scene: Scene, key: str) -> int:
     return int(site(scene, key + ":side", lambda r: int(r.choice([-1, 1]))))
 
 
-def _lung_patch(s: Scene, patch) -> np.ndarray:
-    return s.layers["lung"][patch] + s.layers["med"][patch] * 0  # read-only view of the lungs
-
-
 # ---------------------------------------------------------------------------------------
 # Structural signs (change the anatomy before it is drawn)
 # ---------------------------------------------------------------------------------------
@@ -382,7 +378,7 @@ def costophrenic_blunting(s: Scene, rng: np.random.Generator, k: float) -> np.nd
     a = s.anat
     side = _side(s, "pleura")
     w = a["cage_w"]
-    h = 0.12 * min(k, 1.5) + 0.04
+    h = 0.12 * min(k, 1.5) + 0.06
     p = s.frame.box(-w - 0.08 if side < 0 else w * 0.35, -w * 0.35 if side < 0 else w + 0.08, 0.1, 1.0)
     u, v = s.frame.uv(p)
     su = u * side
@@ -407,10 +403,12 @@ def meniscus_opacity(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray
     su = u * side
     # Meniscus: the upper border is concave, climbing along the lateral chest wall.
     rim = F32(level) - F32(0.22) * smoothstep(su, w * 0.45, w * 1.0) ** 2
-    fluid = smoothstep(v - rim, -0.015, 0.05) * smoothstep(su, 0.06, 0.14) * smoothstep(su, w + 0.06, w - 0.01)
+    outer = lung_outer(a, v)
+    fluid = smoothstep(v - rim, -0.015, 0.05) * smoothstep(su, 0.06, 0.14) * smoothstep(su, outer + 0.01, outer - 0.03)
     fluid = fluid * smoothstep(v - dome_v(a, u, side), 0.12, 0.0)
+    fluid = fluid * (1 - s.layers["med"][p])  # fluid lies beside the heart, not on top of it
     grad = F32(0.45) + F32(0.55) * smoothstep(v - rim, 0.0, 0.25)
-    _add(s, p, F32(0.5 * k) * fluid * grad)
+    _add(s, p, F32(0.4 * k) * fluid * grad)
     return full_mask(s.size, p, fluid > 0.1)
 
 
@@ -447,6 +445,7 @@ def reticular_pattern(s: Scene, rng: np.random.Generator, k: float) -> np.ndarra
 
 
 def _disk(s: Scene, cu: float, cv: float, r: float, density: float, edge: float) -> np.ndarray:
+    r = max(r, 1.0 * s.frame.px)  # at least a pixel across, at any image size
     p = s.frame.box_around(cu, cv, r * (1 + edge) + 0.01)
     u, v = s.frame.uv(p)
     d = ellipse_d(u, v, cu, cv, r, r)
@@ -551,7 +550,7 @@ def air_bronchogram(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
         t = (u - x0) * dx + (v - y0) * dy
         dist = np.abs(-(u - x0) * dy + (v - y0) * dx)
         width = F32(0.011) * (1 - np.clip(t / 0.3, 0, 0.8))
-        tubes = np.maximum(tubes, bump(dist, 1.0) * 0 + smoothstep(dist, width, width * 0.4) * (t > 0))
+        tubes = np.maximum(tubes, smoothstep(dist, width, width * 0.4) * (t > 0))
     if "lobar_consolidation" not in s.drawn:
         _add(s, p, F32(0.4 * k) * region)
     _add(s, p, F32(-0.30 * k) * tubes * region)
@@ -572,10 +571,9 @@ def _ptx_geometry(s: Scene):
     outer = lung_outer(a, v)
     su = u * side
     # Distance inward from the chest wall; the apex gap follows the rounded top of the lung.
-    apex_gap = F32(a["apex"]) + F32(gap) - v
     dist = np.minimum(outer - su, (v - F32(a["apex"])) * F32(1.5))
     lower = smoothstep(v, a["widest"] + 0.45, a["widest"] + 0.25)
-    return p, dist, F32(gap) * lower + F32(0.0) * apex_gap, s.layers["lung"][p]
+    return p, dist, F32(gap) * lower, s.layers["lung"][p]
 
 
 def visceral_pleural_line(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:

@@ -56,7 +56,7 @@ def sample_anatomy(rng: np.random.Generator, size: int) -> tuple[Frame, dict]:
         choroid=(F32(rng.uniform(0.14, 0.24)) * (1 + F32(0.2) * np.cos(F32(3) * u + F32(rng.uniform(0, 6))))).astype(F32),
         deposit_tex=0.0, shrm_tex=0.0,
         gain=float(rng.uniform(0.8, 1.15)), offset=float(rng.uniform(-0.05, 0.05)), gamma=float(rng.uniform(0.8, 1.2)),
-        speckle=float(rng.uniform(0.22, 0.35)), floor_sd=float(rng.uniform(0.07, 0.12)),
+        speckle=float(rng.uniform(0.2, 0.3)), floor_sd=float(rng.uniform(0.04, 0.08)),
         depth_decay=float(rng.uniform(0.25, 0.45)),
         shadows=[(float(rng.uniform(-1, 1)), float(rng.uniform(0.006, 0.015)), float(rng.uniform(0.2, 0.5)))
                  for _ in range(int(rng.integers(2, 7)))],
@@ -120,7 +120,7 @@ def fibrovascular_ped(s: Scene, rng: np.random.Generator, k: float) -> np.ndarra
     c, w = _near_fovea(a, rng, 0.1), float(rng.uniform(0.14, 0.24))
     irregular = 1 + 0.25 * np.sin(u * F32(rng.uniform(25, 40)) + F32(rng.uniform(0, 6)))
     h = _dome(u, c, w, (0.06 * min(k, 1.6) + 0.025), 0.8) * irregular.astype(F32)
-    _lift(a, h, "deposit", 0.9)
+    _lift(a, h, "deposit")
     a["deposit_tex"] = max(a["deposit_tex"], 0.25)
     b = boundaries(a)
     return _column_mask(s, h > s.frame.px * 0.5, b["ez"], a["bruch"])
@@ -131,7 +131,7 @@ def sub_rpe_deposits(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray
     h = np.zeros_like(u)
     for _ in range(int(rng.integers(2, 5))):
         h = np.maximum(h, _dome(u, _near_fovea(a, rng, 0.2), float(rng.uniform(0.04, 0.07)),
-                                float(rng.uniform(0.03, 0.05)) * min(k, 1.6), 0.8))
+                                max(float(rng.uniform(0.035, 0.06)) * min(k, 1.6), 1.5 * s.frame.px), 0.8))
     _lift(a, h, "deposit")
     b = boundaries(a)
     return _column_mask(s, h > s.frame.px * 0.5, b["ez"], a["bruch"])
@@ -142,7 +142,7 @@ def rpe_undulation(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     c, w = _near_fovea(a, rng, 0.15), float(rng.uniform(0.2, 0.35))
     f = F32(rng.uniform(35, 55))
     wave = np.maximum(np.sin(f * u + F32(rng.uniform(0, 6))), 0) ** 2
-    h = (F32(0.022 * min(k, 1.6) + 0.006) * wave * _dome(u, c, w, 1.0, 0.5)).astype(F32)
+    h = (F32(max(0.022 * min(k, 1.6) + 0.006, 1.2 * s.frame.px)) * wave * _dome(u, c, w, 1.0, 0.5)).astype(F32)
     t = a["thick"]
     _lift(a, h, "deposit")  # the RPE itself is folded up over tiny deposits
     b = boundaries(a)

@@ -83,7 +83,8 @@ def render(modality: str, labels=None, *, seed: int, size: int = 224, conspicuit
     changes the pixels only where that sign is.
 
     Returns ``{"image": uint8 (size, size), "labels": int8 (C,), "signs": {id: bool mask},
-    "meta": {...}}``.
+    "meta": {...}}``; ``meta["subpixel_signs"]`` lists drawn signs too small to cover a pixel
+    centre (only at tiny sizes), which have no mask.
     """
     spec = get_modality(modality)
     mod = renderer(spec.name)
@@ -110,12 +111,14 @@ def render(modality: str, labels=None, *, seed: int, size: int = 224, conspicuit
             if d.stage == stage:
                 masks[s] = d.draw(scene, derive(seed, spec.name, "sign", s), strength[s])
     img = mod.compose(scene, derive(seed, spec.name, "noise"), noise)
+    # At very small sizes a sign can fall between pixel centres: it is reported, not masked.
+    subpixel = [s for s, m in masks.items() if not m.any()]
     return {
         "image": to_uint8(img),
         "labels": lab,
-        "signs": masks,
+        "signs": {s: m for s, m in masks.items() if m.any()},
         "meta": {"modality": spec.name, "seed": seed, "categories": list(cats), "index": index,
-                 "size": size, "conspicuity": conspicuity, "noise": noise},
+                 "size": size, "conspicuity": conspicuity, "noise": noise, "subpixel_signs": subpixel},
     }
 
 

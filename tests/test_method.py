@@ -1,0 +1,170 @@
+"""SD-MAD's pieces on hand-computed cases, and the engine end to end on a tiny phantom task."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sdmad_lite import losses as L
+from sdmad_lite import selection as S
+from sdmad_lite.config import ExperimentConfig, LossConfig
+from sdmad_lite.models.adapters import Adapter
+from sdmad_lite.models.sdmad import TextBank
+
+
+def test_adapter_formula():
+    a = Adapter(2, 1, lam=0.8)
+    with torch.no_grad():
+        a.fc1.weight[:] = torch.tensor([[1.0, -1.0]])
+        a.fc2.weight[:] = torch.tensor([[2.0], [0.5]])
+    f = torch.tensor([[3.0, 1.0]])
+    # W1 f = 2 -> σ = 2 -> W2 = [4, 1] -> σ = [4, 1]; 0.8 f + 0.2 [4, 1]
+    assert torch.allclose(a(f), torch.tensor([[0.8 * 3 + 0.2 * 4, 0.8 * 1 + 0.2 * 1]]))
+    with pytest.raises(ValueError, match="λ"):
+        Adapter(2, 1, lam=1.5)
+
+
+def test_alignment_and_anchor_losses():
+    logits = torch.tensor([[0.0, 2.0]])
+    y = torch.tensor([[1, 0]])
+    want = (math.log(2) + math.log(1 + math.e**2)) / 2
+    assert L.alignment_loss(logits, y).item() == pytest.approx(want, rel=1e-6)
+    assert L.anchor_loss(torch.tensor([0.0, 0.0]), torch.tensor([[1, 0], [0, 0]])).item() == pytest.approx(math.log(2))
+
+
+def test_discrepancy_loss_hand_case():
+    # one image, two categories; positive for c=0 only. S[0,0,0]=0.5 (own), S[0,0,1]=0.45 (other)
+    cross = torch.tensor([[[0.5, 0.45], [0.1, 0.9]]])
+    y = torch.tensor([[1, 0]])
+    # relu(0.1 + 0.45 - 0.5) = 0.05 ; the row of c=1 is not positive
+    assert L.discrepancy_loss(cross, y, margin=0.1).item() == pytest.approx(0.05, abs=1e-6)
+    assert L.discrepancy_loss(cross, y, margin=0.0).item() == pytest.approx(0.0)
+    assert L.discrepancy_loss(cross, torch.zeros(1, 2), margin=0.1).item() == 0.0
+
+
+def test_intra_loss_hand_case():
+    sims = torch.tensor([[[0.2, 0.4, 9.0], [0.0, 0.0, 0.0]]])  # third sign of c=0 inactive
+    active = torch.tensor([[True, True, False], [True, True, True]])
+    y = torch.tensor([[1, 0]])
+    assert L.intra_loss(sims, active, y).item() == pytest.approx(0.01, abs=1e-7)  # var of [0.2, 0.4]
+
+
+def test_total_loss_switches_terms_off():
+    terms = {"align": torch.tensor(1.0), "discrepancy": torch.tensor(2.0), "intra": torch.tensor(3.0), "anchor": torch.tensor(4.0)}
+    w = LossConfig(align=1.0, discrepancy=0.0, intra=0.5, anchor=1.0)
+    assert float(L.total_loss(terms, w)) == pytest.approx(1 + 1.5 + 4)
+
+
+def test_outlier_rule_drops_the_misaligned_sign():
+    d = torch.tensor([0.30, 0.28, 0.31, -0.05])
+    keep = S.outlier_keep(d, z_threshold=1.0)
+    assert keep.tolist() == [True, True, True, False]
+    assert S.outlier_keep(torch.tensor([-0.2, -0.1]), 1.0).tolist() == [False, True]  # the best is always kept
+
+
+def test_select_rules_and_precision_recall():
+    cand = np.array([1, 1, 1, 1, 0], bool)
+    expert = np.array([1, 0, 1, 1, 0], bool)
+    d = torch.tensor([0.3, 0.5, 0.29, -0.2, 0.0])
+    assert S.select("none", d, expert, expert, cand).tolist() == expert.tolist()
+    assert S.select("all", d, expert, expert, cand).tolist() == cand.tolist()
+    assert S.select("auto", d, expert, expert, cand).tolist() == [True, False, True, False, False]
+    assert S.select("topk", d, cand, expert, cand, top_k=2).tolist() == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        S.select("magic", d, expert, expert, cand)
+    p, r = S.precision_recall(np.array([1, 0, 1, 0, 0], bool), np.array([1, 1, 0, 0, 0], bool), cand)
+    assert (p, r) == (0.5, 0.5)
+
+
+def test_textbank_refuses_empty_selection_and_nan():
+    signs = torch.nn.functional.normalize(torch.randn(2, 3, 4), dim=-1)
+    tb = TextBank(signs, torch.ones(2, 3, dtype=torch.bool), signs[0, 0], signs[1, 1])
+    with pytest.raises(ValueError, match="no sign"):
+        tb.with_active(torch.tensor([[1, 0, 0], [0, 0, 0]]))
+    bad = signs.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        TextBank(bad, torch.ones(2, 3, dtype=torch.bool), signs[0, 0], signs[1, 1])
+
+
+# ----------------------------------------------------------------------------- end to end (tiny)
+def tiny_config(tmp_path, **over) -> ExperimentConfig:
+    d = {"seed": 3, "k_shot": 2, "model": {"pretrained": None, "adapter_hidden": 16},
+         "data": {"n_test": 40, "n_pool": 400, "image_size": 64}, "train": {"epochs": 12, "patience": 50}}
+    for k, v in over.items():
+        d.setdefault(k, {}) if isinstance(v, dict) else None
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return ExperimentConfig.from_dict(d)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDMAD_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.slow
+def test_run_is_deterministic_and_complete(tmp_path, cache):
+    from sdmad_lite.experiments import run
+
+    cfg = tiny_config(tmp_path)
+    a = run(cfg, tmp_path / "a")
+    b = run(cfg, tmp_path / "b")
+    for key in ("integrated.subset_accuracy", "integrated.hamming_score", "integrated.macro_auroc",
+                "per-anomaly.mean_auroc", "open-set.auroc_only_held_out"):
+        assert key in a
+        assert a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key]))
+    for f in ("metrics.json", "config.yaml", "split.json", "checkpoint.pt", "history.json"):
+        assert (tmp_path / "a" / f).is_file(), f
+    c = run(tiny_config(tmp_path, seed=4), tmp_path / "c")
+    assert (tmp_path / "a" / "split.json").read_text() != (tmp_path / "c" / "split.json").read_text()
+    assert c["integrated.macro_auroc"] != a["integrated.macro_auroc"]
+
+
+@pytest.mark.slow
+def test_existing_run_is_not_overwritten(tmp_path, cache):
+    from sdmad_lite.experiments import RunExistsError, run
+
+    cfg = tiny_config(tmp_path, protocols=["integrated"])
+    run(cfg, tmp_path / "r")
+    before = (tmp_path / "r" / "metrics.json").read_text()
+    with pytest.raises(RunExistsError, match="--overwrite"):
+        run(cfg, tmp_path / "r")
+    assert (tmp_path / "r" / "metrics.json").read_text() == before
+    run(cfg, tmp_path / "r", overwrite=True)
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, cache):
+    from sdmad_lite import engine as E
+    from sdmad_lite.experiments import get_task
+
+    cfg = tiny_config(tmp_path)
+    task = get_task(cfg)
+    sup = E.draw_support(task, cfg.k_shot, cfg.seed, cfg.train.val_fraction)
+    full = E.train_head(task, sup, cfg)
+    ck = tmp_path / "ck.pt"
+    part = E.train_head(task, sup, cfg, checkpoint=ck, checkpoint_every=5, stop_after=5)
+    assert len(part.history) == 5 and ck.is_file()
+    resumed = E.train_head(task, sup, cfg, checkpoint=ck, checkpoint_every=5)
+    assert resumed.resumed_from == 5
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    for (k1, v1), (k2, v2) in zip(full.head.state_dict().items(), resumed.head.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["zeroshot-names", "zeroshot-signs", "linear-probe", "mvfa", "coop"])
+def test_baselines_run(tmp_path, cache, method):
+    from sdmad_lite.experiments import config_for, run
+
+    row = run(config_for(method, tiny_config(tmp_path, protocols=["integrated"])))
+    assert 0.0 <= row["integrated.subset_accuracy"] <= 1.0 and row["method"] == method
+
+
+@pytest.mark.slow
+def test_residual_variant_runs(tmp_path, cache):
+    from sdmad_lite.experiments import run
+
+    row = run(tiny_config(tmp_path, model={"adapter_mode": "residual", "pretrained": None, "adapter_hidden": 16},
+                          train={"epochs": 3}, protocols=["integrated"]))
+    assert 0.0 <= row["integrated.hamming_score"] <= 1.0
