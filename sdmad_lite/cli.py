@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "sdmad_lite.data.stats",
     "sdmad_lite.signs.bank",
     "sdmad_lite.models.pretrain",
+    "sdmad_lite.models.zeroshot",
     "sdmad_lite.experiments",
 )
 
@@ -54,13 +55,30 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .config import ConfigError, ProfileUnavailableError
-
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ProfileUnavailableError, FileNotFoundError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 — user errors get one line; anything else is a bug: re-raised
+        if not isinstance(e, user_errors()):
+            raise
         print(f"sdmad {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the user can fix this" (bad config, file, data, weights, run folder).
+
+    ``FileExistsError`` covers a run folder that already holds results (``--overwrite``). The error
+    types of heavy modules are only looked up when the module was imported (else they cannot occur).
+    """
+    from .config import ConfigError, ProfileUnavailableError
+
+    errors: list[type[BaseException]] = [ConfigError, ProfileUnavailableError, FileNotFoundError,
+                                         FileExistsError, ValueError]
+    for module, name in (("sdmad_lite.models.backbone", "BackboneError"), ("sdmad_lite.data.images", "ImageLoadError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None:
+            errors.append(cls)
+    return tuple(errors)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,8 @@ class ExperimentConfig:
 
     name: str = "sdmad"
     profile: str = "offline"
-    seed: int = 0
+    seed: int = 0  # draws the few-shot support set (and trains, unless train_seed is set)
+    train_seed: int | None = None  # seeds the adapters' initialisation separately from the shots
     k_shot: int = 4
     method: str = "sdmad"
     protocols: list[str] = field(default_factory=lambda: ["integrated", "per-anomaly", "open-set"])
@@ -246,8 +247,48 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in d.items()}
     obj = cls(**kwargs)
     if cls is ExperimentConfig:
-        get_profile(obj.profile)  # validates the name
+        _check_choices(obj, where)
     return obj
+
+
+#: the values a text setting may take (checked on load, so a typo fails before any work is done)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("phantom-chest", "phantom-oct", "phantom-brain", "chestmnist", "octmnist", "chestxray14",
+                     "oct2017", "fastmri-brain"),
+    "model.adapter_mode": ("side", "residual"),
+    "selection.rule": ("auto", "none", "expert", "all", "topk"),
+    "selection.pool": ("expert", "all"),
+    "selection.features": ("frozen", "adapted"),
+    "protocols": ("integrated", "per-anomaly", "open-set"),
+}
+
+
+def _known_methods() -> tuple[str, ...] | None:
+    """SD-MAD's variants and the baselines (imported lazily: they live with the experiments)."""
+    try:
+        from .experiments import ALL_METHODS
+        from .models.baselines import UNAVAILABLE
+    except ImportError:  # a part of the library that is not built yet
+        return None
+    return tuple(ALL_METHODS) + tuple(m for m in UNAVAILABLE if m not in ALL_METHODS)
+
+
+def _check_choices(cfg: "ExperimentConfig", where: str) -> None:
+    """Raise :class:`ConfigError` naming the key when a setting is not one of its allowed values."""
+    if cfg.profile.strip().lower() not in PROFILES:
+        raise ConfigError(f"{where}.profile: unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}")
+    for key, allowed in CHOICES.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        for i, value in enumerate(obj if isinstance(obj, list) else [obj]):
+            if value not in allowed:
+                at = f"{key}[{i}]" if isinstance(obj, list) else key
+                raise ConfigError(f"{where}.{at}: unknown value {value!r}; choose one of {', '.join(allowed)}")
+    if cfg.method != ExperimentConfig.method:  # the default needs no import
+        methods = _known_methods()
+        if methods is not None and cfg.method not in methods:
+            raise ConfigError(f"{where}.method: unknown method {cfg.method!r}; choose one of {', '.join(methods)}")
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:

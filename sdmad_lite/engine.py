@@ -79,7 +79,65 @@ def phantom_datasets(cfg: ExperimentConfig):
     return modality, test, pool
 
 
+#: the sign bank of each real dataset
+REAL_BANKS = {"chestmnist": "chestxray14", "chestxray14": "chestxray14", "octmnist": "oct2017", "oct2017": "oct2017",
+              "fastmri-brain": "fastmri_brain"}
+
+
+class Subset:
+    """Rows ``idx`` of a dataset, with its ``labels`` (a seeded cap on a large test split)."""
+
+    def __init__(self, ds, idx: np.ndarray, key: dict):
+        self.ds, self.idx, self.key = ds, np.asarray(idx, dtype=int), key
+        self.labels = np.asarray(ds.labels)[self.idx]
+        self.categories = list(ds.categories)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.ds[int(self.idx[i])]
+
+
+def real_datasets(cfg: ExperimentConfig):
+    """(test, pool) of a real dataset under ``cfg.data.root`` (colab / paper profiles)."""
+    from .data import datasets as D
+
+    name, root = cfg.data.dataset, cfg.data.root
+    if name not in REAL_BANKS:
+        raise ValueError(f"unknown dataset {name!r}; choose phantom-chest, phantom-oct, phantom-brain or one of "
+                         f"{', '.join(REAL_BANKS)}")
+    if not root:
+        raise ValueError(f"dataset {name!r} needs data.root: the folder of the images (see data_scripts/README.md)")
+    root = Path(root).expanduser()
+    if name in ("chestmnist", "octmnist"):
+        path = root / f"{name}_224.npz" if root.is_dir() else root
+        test, pool = D.MedMNISTDataset(path, name, "test"), D.MedMNISTDataset(path, name, "train")
+    elif name == "chestxray14":
+        test, pool = D.ChestXray14Dataset(root, "test"), D.ChestXray14Dataset(root, "train_val")
+    elif name == "oct2017":
+        test, pool = D.OCT2017Dataset(root, "test"), D.OCT2017Dataset(root, "train")
+    else:  # fastmri-brain: one folder of slices; volumes split in two halves, seeded
+        full = D.FastMRIBrainSlices(root)
+        vols = sorted({m for m in (full[i]["meta"].get("file") for i in range(len(full)))})
+        rng = np.random.default_rng(TEST_SEED)
+        test_vols = set(rng.permutation(vols)[: len(vols) // 2].tolist())
+        files = [full[i]["meta"].get("file") for i in range(len(full))]
+        is_test = np.array([f in test_vols for f in files])
+        test = Subset(full, np.flatnonzero(is_test), {"dataset": name, "root": str(root), "part": "test"})
+        pool = Subset(full, np.flatnonzero(~is_test), {"dataset": name, "root": str(root), "part": "pool"})
+    out = []
+    for part, ds, cap in (("test", test, cfg.data.n_test), ("pool", pool, cfg.data.n_pool)):
+        n = len(ds)
+        idx = np.arange(n) if not cap or cap >= n else np.sort(np.random.default_rng([TEST_SEED, n]).choice(n, cap, replace=False))
+        out.append(ds if isinstance(ds, Subset) and len(idx) == n else
+                   Subset(ds, idx, {"dataset": name, "root": str(root), "part": part, "n": int(n), "cap": int(cap or 0)}))
+    return out[0], out[1]
+
+
 def _dataset_key(ds) -> dict:
+    if isinstance(ds, Subset):
+        return ds.key
     return {k: getattr(ds, k) for k in ("modality", "n", "seed", "size", "conspicuity", "noise", "label_source")
             if hasattr(ds, k)} | {"normal_fraction": float(getattr(ds, "normal_fraction", -1))}
 
@@ -121,12 +179,15 @@ def build_text_bank(bank: SignBank, backbone: Backbone, categories: list[str]):
 
 def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False) -> Task:
     """The fixed part of an experiment (phantom datasets; real datasets via ``data.datasets``)."""
-    if not cfg.data.dataset.startswith("phantom-"):
-        raise NotImplementedError(
-            f"dataset {cfg.data.dataset!r}: the engine runs the phantom world here; real datasets run through "
-            "the colab/paper notebooks (chapter 10), which build a Task from sdmad_lite.data.datasets")
-    modality, test, pool = phantom_datasets(cfg)
-    bank = SignBank.load(f"phantom_{modality}")
+    if cfg.data.dataset.startswith("phantom-"):
+        modality, test, pool = phantom_datasets(cfg)
+        bank = SignBank.load(f"phantom_{modality}")
+    else:
+        test, pool = real_datasets(cfg)
+        bank = SignBank.load(REAL_BANKS[cfg.data.dataset])
+    missing = [c for c in test.categories if c not in bank.categories]
+    if missing:
+        raise ValueError(f"categories {missing} of {cfg.data.dataset} have no signs in the bank {bank.name!r}")
     categories = list(test.categories)
     text, sign_ids, expert = build_text_bank(bank, backbone, categories)
     from .models.captions import UNCAPTIONED
@@ -262,7 +323,7 @@ def train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBa
     exists the run resumes from it and ends exactly as an uninterrupted run. ``stop_after``
     ends the loop early after that epoch (to simulate an interruption in tests).
     """
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed if cfg.train_seed is None else cfg.train_seed)
     cols = list(range(len(task.categories))) if categories is None else list(categories)
     text = text or task.text
     if categories is not None:
@@ -297,7 +358,7 @@ def train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBa
                 vloss = float(L.total_loss(vt, cfg.loss))
             else:
                 vloss = float(loss)
-        rec = {"epoch": ep + 1, "loss": float(loss), "val_loss": vloss} | {k: float(v) for k, v in terms.items()}
+        rec = {"epoch": ep + 1, "loss": loss.item(), "val_loss": vloss} | {k: v.item() for k, v in terms.items()}
         state["history"].append(rec)
         if on_epoch:
             on_epoch(ep + 1, rec)

@@ -22,6 +22,10 @@ import torch
 from .paths import cache_dir
 
 
+class NonFiniteFeaturesError(ValueError):
+    """Features hold NaN or inf values (a broken backbone or checkpoint, or corrupt images)."""
+
+
 @dataclass
 class Features:
     """Frozen features of N images: ``taps[block]`` (N, 1+P, width) and ``pooled`` (N, D)."""
@@ -43,7 +47,7 @@ class Features:
         for name, t in [("pooled", self.pooled)] + [(f"block {b}", t) for b, t in self.taps.items()]:
             bad = (~torch.isfinite(t.float())).sum().item()
             if bad:
-                raise ValueError(f"{where}: {bad} NaN/inf values in the {name} features — the backbone or its "
+                raise NonFiniteFeaturesError(f"{where}: {bad} NaN/inf values in the {name} features — the backbone or its "
                                  "checkpoint is broken (rebuild or reinstall it), or the images are corrupt")
 
 
@@ -81,6 +85,7 @@ def cached_features(backbone, dataset_key: dict, get_image: Callable[[int], np.n
             d = torch.load(path, map_location="cpu", weights_only=True)
             feats = Features({int(b): t for b, t in d["taps"].items()}, d["pooled"])
             if len(feats) == n:
+                feats.check_finite(str(path))  # a NaN entry is recomputed below, like a damaged file
                 return feats
         except Exception:  # noqa: BLE001 — a damaged cache entry is recomputed, never trusted
             pass

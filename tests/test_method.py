@@ -168,3 +168,26 @@ def test_residual_variant_runs(tmp_path, cache):
     row = run(tiny_config(tmp_path, model={"adapter_mode": "residual", "pretrained": None, "adapter_hidden": 16},
                           train={"epochs": 3}, protocols=["integrated"]))
     assert 0.0 <= row["integrated.hamming_score"] <= 1.0
+
+
+@pytest.mark.slow
+def test_real_dataset_path_on_a_tiny_medmnist_file(tmp_path, cache):
+    """The colab profile's data path (ChestMNIST npz → task → run), on a file the test writes."""
+    from sdmad_lite.experiments import run
+
+    rng = np.random.default_rng(0)
+
+    def part(n):
+        y = (rng.random((n, 14)) < 0.15).astype(np.uint8)
+        y[:14] = np.eye(14, dtype=np.uint8)  # every finding present at least once...
+        y[14:28] = np.eye(14, dtype=np.uint8)  # ...twice
+        y[-6:] = 0  # some normals
+        return rng.integers(0, 255, (n, 32, 32), dtype=np.uint8), y
+
+    (tri, trl), (tei, tel) = part(60), part(40)
+    np.savez(tmp_path / "chestmnist_224.npz", train_images=tri, train_labels=trl, val_images=tei[:2],
+             val_labels=tel[:2], test_images=tei, test_labels=tel)
+    cfg = tiny_config(tmp_path, data={"dataset": "chestmnist", "root": str(tmp_path), "n_test": 0, "n_pool": 0},
+                      k_shot=1, protocols=["integrated", "per-anomaly"])
+    row = run(cfg)
+    assert row["dataset"] == "chestmnist" and row["integrated.n_images"] == 40

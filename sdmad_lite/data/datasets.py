@@ -179,8 +179,12 @@ class OCT2017Dataset(_FileDataset):
         found = sorted(p.name for p in base.iterdir() if p.is_dir())
         lacking = [c for c in expected if c not in found]
         if lacking:
+            loose = sum(1 for p in base.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            flat = (f" It holds {loose} image files directly: OCT2017 takes its labels from the class "
+                    "folders, so sort the images into them (the file names start with the class, e.g. "
+                    "CNV-1032178-1.jpeg)." if loose else "")
             raise DatasetNotFoundError(
-                f"{base}: expected class subfolders {expected}, missing {lacking} (found {found}). "
+                f"{base}: expected class subfolders {expected}, missing {lacking} (found {found}).{flat} "
                 "Point root at the folder that holds train/ and test/, or use split=None for a "
                 "folder that holds the class folders directly."
             )

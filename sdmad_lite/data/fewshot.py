@@ -25,6 +25,10 @@ import numpy as np
 SPLIT_FORMAT = "sdmad-lite/fewshot-split/v1"
 
 
+class PoolTooSmallError(ValueError):
+    """A category (or the normal class) has fewer images to draw from than the shots asked for."""
+
+
 @dataclass
 class FewShotSplit:
     """A drawn support set: row indices into the label matrix it was drawn from."""
@@ -58,9 +62,9 @@ def sample_few_shot(labels: np.ndarray, k: int, seed: int, n_normal: int | None 
     """Draw a ``k``-shot multi-label support set from a binary (N, C) label matrix.
 
     ``exclude``: rows that may not be drawn (the evaluation set). ``categories`` names the
-    columns (default ``"0"``, ``"1"``, ...). Raises ``ValueError`` when a category's pool
-    (rows outside ``exclude`` that carry it) is smaller than ``k``, or there are fewer than
-    ``n_normal`` normal rows.
+    columns (default ``"0"``, ``"1"``, ...). Raises :class:`PoolTooSmallError` (a ``ValueError``)
+    when a category's pool (rows outside ``exclude`` that carry it) is smaller than ``k``, or
+    there are fewer than ``n_normal`` normal rows.
     """
     y = np.asarray(labels)
     if y.ndim != 2:
@@ -89,9 +93,10 @@ def sample_few_shot(labels: np.ndarray, k: int, seed: int, n_normal: int | None 
     for j, name in enumerate(cats):
         pool = int((available & y[:, j]).sum())
         if pool < k:
-            raise ValueError(
+            raise PoolTooSmallError(
                 f"category {name!r}: only {pool} available positive rows (after excluding "
-                f"{n_excluded} evaluation rows), fewer than k={k}")
+                f"{n_excluded} evaluation rows), fewer than k={k}; use a smaller k, or a larger pool "
+                f"(more images outside the evaluation set, e.g. data.n_pool)")
     order = [int(j) for j in rng.permutation(c)]
     drawn = np.zeros(n, bool)
     for j in order:
@@ -104,8 +109,8 @@ def sample_few_shot(labels: np.ndarray, k: int, seed: int, n_normal: int | None 
 
     normal_pool = np.flatnonzero(available & ~y.any(axis=1))
     if len(normal_pool) < n_normal:
-        raise ValueError(f"only {len(normal_pool)} available normal rows (no label), fewer than "
-                         f"n_normal={n_normal}")
+        raise PoolTooSmallError(f"only {len(normal_pool)} available normal rows (no label), fewer than "
+                                f"n_normal={n_normal}; use a smaller n_normal (or k), or a pool with more normal images")
     normal = sorted(int(i) for i in rng.choice(normal_pool, size=n_normal, replace=False))
     return FewShotSplit(support=support, normal=normal, k=int(k), seed=int(seed),
                         categories=cats, order=[cats[j] for j in order], n_rows=n)

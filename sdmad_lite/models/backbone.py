@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +251,13 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
     if name == PHANTOMCLIP:
         if pretrained in ("default", "shipped"):
             pretrained = str(PHANTOMCLIP_CHECKPOINT)
-        model = open_clip.create_model(PHANTOMCLIP, pretrained=None, device=device)
+        if pretrained is not None and not Path(str(pretrained)).is_file():
+            hint = (" Build it with `sdmad pretrain-phantomclip`." if Path(str(pretrained)) == PHANTOMCLIP_CHECKPOINT
+                    else " For phantomclip-tiny, pretrained is 'default' (the shipped checkpoint), the path of a "
+                         "checkpoint file, or None (random weights, on purpose).")
+            raise BackboneError(f"checkpoint not found: {pretrained}.{hint}")
+        with _quiet_random_init(pretrained is not None):
+            model = open_clip.create_model(PHANTOMCLIP, pretrained=None, device=device)
         if pretrained is not None:
             _load_state(model, Path(pretrained), name)
         mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -258,7 +265,8 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
         if pretrained == "default":
             pretrained = None if name.startswith("hf-hub:") else "openai"
         if pretrained is not None and Path(str(pretrained)).suffix in (".pt", ".bin", ".safetensors"):
-            model = open_clip.create_model(name, pretrained=None, device=device)
+            with _quiet_random_init(True):
+                model = open_clip.create_model(name, pretrained=None, device=device)
             _load_state(model, Path(pretrained), name)
         else:
             try:
@@ -283,7 +291,11 @@ def _load_state(model: torch.nn.Module, path: Path, name: str) -> None:
         hint = " Build it with `sdmad pretrain-phantomclip`." if name == PHANTOMCLIP else ""
         raise BackboneError(f"checkpoint not found: {path}.{hint}")
     if path == PHANTOMCLIP_CHECKPOINT and PHANTOMCLIP_CARD.is_file():
-        want = json.loads(PHANTOMCLIP_CARD.read_text()).get("sha256")
+        try:
+            want = json.loads(PHANTOMCLIP_CARD.read_text()).get("sha256")
+        except (ValueError, AttributeError) as e:
+            raise BackboneError(f"{PHANTOMCLIP_CARD} (the model card of {path.name}) is not valid JSON ({e}); "
+                                "reinstall the package or rebuild with `sdmad pretrain-phantomclip`") from None
         got = sha256_file(path)
         if want and want != got:
             raise BackboneError(
@@ -293,11 +305,52 @@ def _load_state(model: torch.nn.Module, path: Path, name: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise BackboneError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
-                            "it may be truncated: re-download or rebuild it") from None
-    state = state.get("state_dict", state)
+        detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:120]
+        raise BackboneError(f"{path} is not a readable checkpoint ({type(e).__name__}{': ' + detail if detail else ''}); "
+                            "it may be empty or truncated (an interrupted download or copy): re-download or rebuild it") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    not_tensors = [k for k, v in state.items() if not torch.is_tensor(v)] if isinstance(state, dict) else None
+    if not_tensors is None or not_tensors or not state:
+        what = (f"a {type(state).__name__}" if not_tensors is None else "an empty dict" if not state
+                else f"a dict with non-tensor entries {not_tensors[:3]}")
+        raise BackboneError(f"{path} is not a model state dict ({what}); pass the file of an open_clip "
+                            f"state dict of {name} (e.g. written by `sdmad pretrain-phantomclip`)")
     state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise BackboneError(f"{path} is a checkpoint of another model, not {name}: {str(e).splitlines()[0][:200]}") from None
+    problems = _state_mismatch(model.state_dict(), state)
+    if problems:
+        raise BackboneError(f"{path} is a checkpoint of another model, not {name}: {problems}. "
+                            f"Pass a checkpoint of {name}, or the backbone name that matches the checkpoint.")
+    model.load_state_dict(state, strict=True)
+
+
+def _state_mismatch(want: dict, got: dict) -> str:
+    """'' when ``got`` fits ``want`` key for key and shape for shape; else a short description."""
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} {tuple(got[k].shape)} instead of {tuple(want[k].shape)}"
+              for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+    out = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
+        if items:
+            out.append(f"{len(items)} {label} (e.g. {', '.join(items[:2])})")
+    return "; ".join(out)
+
+
+class _quiet_random_init:
+    """Silence open_clip's "Model initialized randomly" warning when a checkpoint is loaded right after
+    (the warning would say the opposite of what happens); a failed load still raises."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def filter(self, record) -> bool:  # logging.Filter protocol
+        return "initialized randomly" not in record.getMessage()
+
+    def __enter__(self):
+        if self.active:
+            logging.getLogger().addFilter(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeFilter(self)

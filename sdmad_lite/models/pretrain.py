@@ -116,7 +116,7 @@ def soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, keys: list, logit_scale
     return 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=print) -> Path:
+def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: print(*a, flush=True)) -> Path:
     """Pretrain PhantomCLIP-tiny from scratch and write ``phantomclip-tiny.pt`` + card to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,14 @@ class _Problems:
             warnings.warn(w, SignFileWarning, stacklevel=4)
 
 
+def _dataset_labels(dataset: str) -> tuple[str, ...] | None:
+    """The labels of a real dataset the library knows (its categories must be among them), else None."""
+    from sdmad_lite.data import tables
+
+    name = dataset.replace("_", "-")
+    return tables.dataset_categories(name) if name in tables.DATASETS else None
+
+
 def _fields(template: str) -> set[str]:
     return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
 
@@ -369,6 +377,12 @@ class SignBank:
         if not cats:
             probs.error(doc, ("categories",), "no categories")
         bank.categories = tuple(str(c) for c in cats)
+        labels = _dataset_labels(bank.dataset)
+        if labels is not None:
+            for c in bank.categories:
+                if c not in labels:
+                    probs.error(doc, ("categories", c), f"unknown category {c!r}: not a label of dataset "
+                                f"{bank.dataset!r} ({', '.join(labels)})")
 
         own: dict[str, list[tuple[Sign, tuple]]] = {c: [] for c in bank.categories}
         for c, spec in cats.items():

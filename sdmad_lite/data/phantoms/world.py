@@ -45,10 +45,15 @@ def label_vector(spec: ModalitySpec, labels) -> np.ndarray:
         if unknown:
             raise ValueError(f"unknown {spec.name} categories {sorted(unknown)}; known: {spec.categories}")
         return np.array([c in labels for c in spec.categories], np.int8)
-    vec = np.asarray(labels).astype(np.int8).reshape(-1)
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"labels must be category names or a 0/1 vector over {spec.categories}, got {labels!r}")
+    vec = arr.reshape(-1)
     if vec.shape != (len(spec.categories),):
         raise ValueError(f"label vector must have {len(spec.categories)} entries for {spec.name}, got {vec.shape}")
-    return (vec != 0).astype(np.int8)
+    if not np.isin(vec, (0, 1)).all():
+        raise ValueError(f"label vector for {spec.name} must hold only 0/1, got {vec.tolist()}")
+    return vec.astype(np.int8)
 
 
 def sample_signs(spec: ModalitySpec, categories: Sequence[str], rng: np.random.Generator,
