@@ -338,7 +338,11 @@ def train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBa
     res = TrainResult(head)
     ck = Path(checkpoint) if checkpoint else None
     if ck and ck.is_file():
-        saved = torch.load(ck, map_location="cpu", weights_only=False)
+        try:
+            saved = torch.load(ck, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 — one clear message instead of torch's
+            raise ValueError(f"{ck} is an unreadable training checkpoint ({type(e).__name__}: {str(e)[:120]}); "
+                             "delete it or pass --overwrite") from None
         head.load_state_dict(saved["head"])
         opt.load_state_dict(saved["opt"])
         state = saved["state"]

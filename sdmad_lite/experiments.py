@@ -158,6 +158,11 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
     if out is not None:
         if (out / "metrics.json").exists() and not overwrite:
             raise RunExistsError(f"{out} already holds a finished run (metrics.json); choose another --out or pass --overwrite")
+        if (out / "config.yaml").exists() and not overwrite and load_config(out / "config.yaml").to_dict() != cfg.to_dict():
+            raise RunExistsError(f"{out} holds an unfinished run of another config; choose another --out or pass --overwrite")
+        if overwrite:  # a fresh run: never resume the adapters of the run being replaced
+            for name in ("checkpoint.pt", "history.json", "split.json", "metrics.json"):
+                (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     seed_everything(cfg.seed)

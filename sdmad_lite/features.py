@@ -45,10 +45,14 @@ class Features:
 
     def check_finite(self, where: str) -> None:
         for name, t in [("pooled", self.pooled)] + [(f"block {b}", t) for b, t in self.taps.items()]:
-            bad = (~torch.isfinite(t.float())).sum().item()
+            nonfinite = ~torch.isfinite(t.float())
+            bad = int(nonfinite.sum())
             if bad:
-                raise NonFiniteFeaturesError(f"{where}: {bad} NaN/inf values in the {name} features — the backbone or its "
-                                 "checkpoint is broken (rebuild or reinstall it), or the images are corrupt")
+                rows = torch.nonzero(nonfinite.reshape(len(t), -1).any(1)).flatten().tolist()
+                raise NonFiniteFeaturesError(
+                    f"{where}: {bad} NaN/inf values in the {name} features of {len(rows)} of {len(t)} images "
+                    f"(e.g. image {rows[0]}) — the backbone or its checkpoint is broken (rebuild or reinstall it), "
+                    "or the images are corrupt")
 
 
 @torch.inference_mode()

@@ -54,3 +54,6 @@ def test_colab_badges_follow_the_repository_setting():
     for p in NOTEBOOKS:
         first = "".join(_load(p)["cells"][0]["source"])
         assert f"colab.research.google.com/github/{slug}/blob/main/notebooks/{p.name}" in first, p.name
+        sources = "".join("".join(c["source"]) for c in _load(p)["cells"])
+        for other in set(re.findall(r"github\.com/([\w.-]+/[\w.-]+)", sources)):
+            assert other.removesuffix(".git") == slug, f"{p.name} names the repository {other}, the setting is {slug}"

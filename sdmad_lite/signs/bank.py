@@ -623,9 +623,14 @@ class SignBank:
             items += [(q, t.where.get(f"{self.modality}:{a}", str(t.path)))
                       for q, a in zip(qs, t.modalities[self.modality][side])]
         counts = count_tokens([q for q, _ in items])
+        over: dict[str, list[tuple[int, str]]] = {}  # one error per place, not one per template
         for (q, where), n in zip(items, counts):
             if n > CONTEXT_LENGTH:
-                probs.errors.append(f"{where}: prompt over {CONTEXT_LENGTH} tokens ({n}): {q!r}")
+                over.setdefault(where, []).append((n, q))
+        for where, bad in over.items():
+            n, q = max(bad)
+            more = f"{len(bad)} prompts" if len(bad) > 1 else "a prompt"
+            probs.errors.append(f"{where}: {more} over {CONTEXT_LENGTH} tokens (longest {n}); shorten the text: {q!r}")
 
     # ------------------------------------------------------------------ queries
     def __repr__(self) -> str:
