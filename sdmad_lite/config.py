@@ -149,7 +149,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
+    epochs: int = 100
     lr: float = 1e-3
     weight_decay: float = 1e-2
     batch_size: int = 32

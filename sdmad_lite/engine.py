@@ -259,6 +259,22 @@ def draw_support(task: Task, k: int, seed: int, val_fraction: float = 0.25, cate
 
 
 # ----------------------------------------------------------------------------- the model
+class one_thread:
+    """Run small tensor work (few-shot training, scoring cached features) on one thread.
+
+    The adapters' tensors are tiny: with several OpenMP threads, synchronisation costs more
+    than the arithmetic, and any other busy process on the machine makes it far worse. One
+    thread is faster here and gives the same numbers whatever the machine's core count.
+    """
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.n)
+
+
 def make_head(task: Task, cfg: ExperimentConfig, n_categories: int | None = None) -> SDMADHead:
     return SDMADHead(n_categories or len(task.categories), task.blocks, task.backbone.width, cfg.model.adapter_hidden,
                      cfg.model.adapter_lambda, cfg.loss.temperature, cfg.model.text_adapter, task.backbone.embed_dim)
@@ -313,7 +329,13 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBank | None = None,
+def train_head(*args, **kwargs) -> "TrainResult":
+    """See :func:`_train_head` (run on one thread)."""
+    with one_thread():
+        return _train_head(*args, **kwargs)
+
+
+def _train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBank | None = None,
                categories: list[int] | None = None, checkpoint: str | os.PathLike | None = None,
                checkpoint_every: int = 10, stop_after: int | None = None,
                on_epoch: Callable[[int, dict], None] | None = None) -> TrainResult:
@@ -330,7 +352,7 @@ def train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBa
         text = TextBank(text.signs[cols], text.sign_mask[cols], text.normal, text.abnormal, text.active[cols])
     head = make_head(task, cfg, len(cols))
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=cfg.train.lr,
-                            weight_decay=cfg.train.weight_decay)
+                            weight_decay=cfg.train.weight_decay, foreach=True)
     tr, va = task.pool_feats.subset(support.train), task.pool_feats.subset(support.val)
     ytr = torch.as_tensor(task.y_pool[support.train][:, cols]).float()
     yva = torch.as_tensor(task.y_pool[support.val][:, cols]).float()
@@ -367,7 +389,8 @@ def train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBa
         if on_epoch:
             on_epoch(ep + 1, rec)
         if vloss < state["best"] - 1e-6:
-            state.update(best=vloss, best_epoch=ep + 1, bad=0, best_state=copy.deepcopy(head.state_dict()))
+            state.update(best=vloss, best_epoch=ep + 1, bad=0,
+                         best_state={k: v.detach().clone() for k, v in head.state_dict().items()})
         else:
             state["bad"] += 1
         state["epoch"] = ep + 1
@@ -439,6 +462,12 @@ def select_signs(task: Task, support: Support, cfg: ExperimentConfig, cols: list
 
 @torch.no_grad()
 def head_scores(head: SDMADHead, task: Task, feats: Features, text: TextBank, mode: str, batch: int = 256):
+    """Category and anchor probabilities of ``feats`` (on one thread, see :class:`one_thread`)."""
+    with one_thread():
+        return _head_scores(head, task, feats, text, mode, batch)
+
+
+def _head_scores(head: SDMADHead, task: Task, feats: Features, text: TextBank, mode: str, batch: int):
     cats, ancs = [], []
     for lo in range(0, len(feats), batch):
         u = branch_features(head, task, feats.subset(range(lo, min(len(feats), lo + batch))), mode)

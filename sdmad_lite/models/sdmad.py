@@ -92,18 +92,24 @@ class SDMADHead(nn.Module):
         """u_b^ℓ for every branch and block: (B, n_branches, n_blocks, D), L2-normalised.
 
         ``taps``: {block: (B, 1+P, width)}; ``to_joint``: the backbone's ln_post+proj.
-        ``tokens="patches"`` returns (B, n_branches, n_blocks, P, D) instead.
+        ``tokens="patches"`` returns (B, n_branches, n_blocks, P, D) instead. All branches of a
+        block are computed at once (their adapter weights stacked), which is the same function
+        as calling each branch's :class:`Adapter` in turn, without the per-module overhead.
         """
-        per_branch = []
-        for b in range(self.adapters.n_branches):
-            per_block = []
-            for blk in self.blocks:
-                f = taps[blk]
-                f = f[:, :1] if tokens == "cls" else f[:, 1:]
-                z = F.normalize(to_joint(self.adapters[b][str(blk)](f)), dim=-1)
-                per_block.append(z[:, 0] if tokens == "cls" else z)
-            per_branch.append(torch.stack(per_block, 1))
-        return torch.stack(per_branch, 1)
+        per_block = []
+        for blk in self.blocks:
+            f = taps[blk]
+            f = f[:, :1] if tokens == "cls" else f[:, 1:]  # (B, T, W)
+            ads = [self.adapters[b][str(blk)] for b in range(self.adapters.n_branches)]
+            w1 = torch.stack([a.fc1.weight for a in ads])  # (nb, H, W)
+            w2 = torch.stack([a.fc2.weight for a in ads])  # (nb, W, H)
+            lam = ads[0].lam
+            act = ads[0].act
+            h = act(torch.einsum("btw,nhw->bnth", f, w1))
+            ada = act(torch.einsum("bnth,nwh->bntw", h, w2))
+            z = F.normalize(to_joint(lam * f.unsqueeze(1) + (1.0 - lam) * ada), dim=-1)  # (B, nb, T, D)
+            per_block.append(z[:, :, 0] if tokens == "cls" else z)
+        return torch.stack(per_block, 2)
 
     def logits(self, u: torch.Tensor, text: TextBank) -> tuple[torch.Tensor, torch.Tensor]:
         """Category logits ℓ_c (B, C) and anchor logit ℓ_a (B,) from branch features ``u``."""
