@@ -121,7 +121,7 @@ def _jsonable(o):
 def goal(rec: dict, name: str, measured: float, target: float, unit: str = "×", higher_is_better: bool = True,
          note: str = "") -> dict:
     met = measured >= target if higher_is_better else measured <= target
-    g = {"goal": name, "measured": round(float(measured), 4), "target": target, "unit": unit,
+    g = {"goal": name, "measured": float(f"{float(measured):.4g}"), "target": target, "unit": unit,
          "higher_is_better": higher_is_better, "met": bool(met), "note": note}
     rec["goals"].append(g)
     return g
@@ -238,6 +238,18 @@ def load_backbone(backbone: str):
 
     w = weights_for(backbone)
     return load(backbone, "default" if w == "shipped" else None), ("shipped" if w else "random")
+
+
+def add_threads_arg(ap) -> None:
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
+
+
+def apply_threads(n: int) -> None:
+    """Set torch's intra-op threads (before anything runs) when ``n`` > 0."""
+    import torch
+
+    if n and n > 0:
+        torch.set_num_threads(n)
 
 
 def print_record(rec: dict, *parts: str) -> None:

@@ -1,10 +1,11 @@
 """Inference throughput: the frozen backbone alone vs the whole SD-MAD pipeline, on the same images.
 
-    python benchmarks/bench_inference.py [--backbones phantomclip-tiny,ViT-B-32] [--batch 64]
+    python benchmarks/bench_inference.py [--backbones phantomclip-tiny,ViT-B-32] [--batch 32]
         [--repeats 7] [--json PATH]
 
 Rows (images per second, median of ``--repeats`` timed runs after a warm-up, under
-``torch.inference_mode``, on one batch of rendered phantom chest radiographs):
+``torch.inference_mode``, on one batch of rendered phantom chest radiographs; the repeats are
+interleaved — every pipeline once per round — so that a change of load falls on all alike):
 
 - ``backbone alone``      ``prepare`` + ``Backbone.forward_image`` without taps (the pooled embedding);
 - ``open_clip encode_image`` ``prepare`` + ``model.encode_image`` (open_clip's own forward, a reference);
@@ -96,20 +97,23 @@ def pipelines(bb, images, text, head, blocks):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", default="phantomclip-tiny,ViT-B-32")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--image-size", type=int, default=224, help="rendered phantom size (the model resizes)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--residual-repeats", type=int, default=3, help="timed runs of the (slow) residual pipeline")
     ap.add_argument("--no-residual", action="store_true", help="skip the residual pipeline (slow on large backbones)")
     ap.add_argument("--no-profile", dest="profile", action="store_false")
+    C.add_threads_arg(ap)
     ap.add_argument("--json", default=str(C.default_json(NAME)))
     args = ap.parse_args(argv)
+    C.apply_threads(args.threads)
     cache = tempfile.TemporaryDirectory(prefix="sdmad-bench-")
     os.environ["SDMAD_CACHE"] = cache.name
     rec = C.envelope(NAME, "Images per second: backbone alone vs the whole SD-MAD pipeline", args)
     rec["notes"] += [
         "one batch of rendered phantom chest images, uint8 -> prepare (resize, normalise) included in every row; "
-        "torch.inference_mode; median of the timed repeats after warm-up.",
+        "torch.inference_mode; median of the timed repeats after warm-up; repeats interleaved across pipelines.",
         "SD-MAD (side) = taps + adapters of C+1 branches (C=8 categories + anchor) + scoring against the sign bank "
         "with selection applied + sigmoid. Random-weight heads cost the same as trained ones.",
         "PhantomCLIP-tiny uses the shipped checkpoint when present, ViT-B-32 random weights (no network).",
@@ -123,10 +127,16 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             a, b = fns["SD-MAD (side)"](), fns["head only"]()
             same = float((a[0] - b[0]).abs().max())  # the pipeline and the cached path agree
-            out = {}
+            out = {label: [] for label in fns}
             for label, fn in fns.items():
-                times = C.repeat(fn, args.repeats, args.warmup)
-                out[label] = times
+                C.repeat(fn, 0, args.warmup)
+            # interleaved: repeat r times every pipeline in turn, so that a change of load on a shared
+            # machine falls on all of them alike
+            for r in range(args.repeats):
+                for label, fn in fns.items():
+                    if label == "SD-MAD (residual)" and r >= args.residual_repeats:
+                        continue
+                    out[label] += C.repeat(fn, 1, 0)
         base = C.median(out["backbone alone"])
         for label, times in out.items():
             med = C.median(times)

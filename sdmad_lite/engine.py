@@ -9,7 +9,7 @@ The pieces:
   for early stopping (written to a split file so the run can be repeated exactly);
 - :func:`train_head` — AdamW on the adapters, full batch (few-shot), early stopping on the
   validation loss, checkpoints written atomically so an interrupted run resumes exactly;
-- :func:`predict` — category and anchor scores with sign selection applied;
+- :func:`predict_sdmad` — category and anchor scores with sign selection applied;
 - :func:`evaluate` — thresholds chosen on the few-shot data, then every protocol.
 """
 from __future__ import annotations

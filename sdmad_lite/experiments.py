@@ -90,6 +90,12 @@ def config_for(method: str, base: ExperimentConfig) -> ExperimentConfig:
 
 def _predict(method: str, task: E.Task, support: E.Support, cfg: ExperimentConfig, cols: list[int] | None,
              checkpoint: Path | None):
+    with E.one_thread():  # few-shot work on cached features: tiny tensors (see engine.one_thread)
+        return _predict_any(method, task, support, cfg, cols, checkpoint)
+
+
+def _predict_any(method: str, task: E.Task, support: E.Support, cfg: ExperimentConfig, cols: list[int] | None,
+                 checkpoint: Path | None):
     if method in VARIANTS:
         pred, res = E.predict_sdmad(task, support, cfg, categories=cols, checkpoint=checkpoint)
         return pred, res

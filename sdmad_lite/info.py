@@ -34,13 +34,21 @@ def config_summary(profile: str | None = None, seed: int | None = None) -> dict[
         "numpy": _version("numpy"),
         "profile": f"{prof.name} ({prof.description})",
         "profile_source": "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else "default"),
-        "backbone": f"{prof.backbone} [{prof.pretrained}]",
+        "backbone": f"{prof.backbone} [{prof.pretrained}]" + _checkpoint_note(prof),
         "device": device,
         "threads": str(torch.get_num_threads()),
         "seed": "not set" if seed is None else str(seed),
         "platform": f"{platform.system()} {platform.machine()}",
         "executable": os.path.basename(sys.executable),
     }
+
+
+def _checkpoint_note(prof) -> str:
+    if prof.backbone != "phantomclip-tiny":
+        return ""
+    from .models.backbone import PHANTOMCLIP_CHECKPOINT
+
+    return "" if PHANTOMCLIP_CHECKPOINT.is_file() else " — checkpoint MISSING: run `sdmad pretrain-phantomclip`"
 
 
 def print_config(profile: str | None = None, seed: int | None = None) -> None:

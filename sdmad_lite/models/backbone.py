@@ -101,7 +101,7 @@ class Backbone:
         self.n_blocks = len(v.transformer.resblocks) if self.has_taps else 0
         self.embed_dim = int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") and self.model.text_projection is not None else int(v.output_dim)
         self.grid = self.image_size // int(v.patch_size[0]) if self.has_taps else 0
-        self.key = f"{self.name}|{self.pretrained}"
+        self.key = _weights_key(self.name, self.pretrained)
 
     @property
     def device(self) -> torch.device:
@@ -231,6 +231,21 @@ class Backbone:
             tok = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
             outs.append(F.normalize(self.text_forward(tok).float(), dim=-1))
         return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
+
+
+def _weights_key(name: str, pretrained: str | None) -> str:
+    """What identifies these weights in the caches: the checkpoint's sha256 for a file, the
+    name for hub weights; random weights get a key of their own that is never reused."""
+    if pretrained is None:
+        import uuid
+
+        return f"{name}|random-{uuid.uuid4().hex}"
+    p = Path(str(pretrained))
+    if p.is_file():
+        if p == PHANTOMCLIP_CHECKPOINT and PHANTOMCLIP_CARD.is_file():
+            return f"{name}|sha256:{json.loads(PHANTOMCLIP_CARD.read_text())['sha256']}"
+        return f"{name}|sha256:{sha256_file(p)}"
+    return f"{name}|{pretrained}"
 
 
 def default_taps(n_blocks: int) -> list[int]:

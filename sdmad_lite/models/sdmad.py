@@ -94,7 +94,7 @@ class SDMADHead(nn.Module):
         ``taps``: {block: (B, 1+P, width)}; ``to_joint``: the backbone's ln_post+proj.
         ``tokens="patches"`` returns (B, n_branches, n_blocks, P, D) instead. All branches of a
         block are computed at once (their adapter weights stacked), which is the same function
-        as calling each branch's :class:`Adapter` in turn, without the per-module overhead.
+        as calling each branch's :class:`~sdmad_lite.models.adapters.Adapter` in turn, without the per-module overhead.
         """
         per_block = []
         for blk in self.blocks:

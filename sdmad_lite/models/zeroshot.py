@@ -83,7 +83,7 @@ def sign_text_embeddings(backbone, bank) -> tuple[list[str], torch.Tensor]:
 
 def sign_recall_at_k(image_emb: torch.Tensor, drawn: list[list[str]], names: list[str], sign_emb: torch.Tensor,
                      ks=(1, 3), only: set[str] | None = None) -> dict[int, float]:
-    """Mean over images with ≥1 drawn sign of |drawn ∩ top-k signs| / min(k, |drawn|)."""
+    """Mean over images with ≥1 drawn sign of ``|drawn ∩ top-k signs| / min(k, |drawn|)``."""
     sims = image_emb @ sign_emb.T
     order = sims.argsort(dim=1, descending=True)
     out = {}

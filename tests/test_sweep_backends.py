@@ -1,0 +1,136 @@
+"""Sweeps: one row per run, resume after a kill, and the Ray backend gives the rows of the local one."""
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from sdmad_lite import experiments as X
+from sdmad_lite.config import ExperimentConfig
+
+
+def _csv_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _key(r: dict) -> tuple:
+    return (str(r["method"]), int(r["seed"]), int(r["k"]))
+
+
+def test_sweep_writes_one_row_per_run_and_resumes(tmp_path, monkeypatch):
+    calls: list[tuple] = []
+
+    def fake_run_cached(cfg: ExperimentConfig) -> dict:
+        calls.append((cfg.method, cfg.seed, cfg.k_shot))
+        if fail_at and len(calls) == fail_at:
+            raise KeyboardInterrupt("killed")  # a sweep killed in the middle of a run
+        return {"method": cfg.method, "seed": cfg.seed, "k": cfg.k_shot, "integrated.subset_accuracy": 0.1 * cfg.seed + cfg.k_shot}
+
+    monkeypatch.setattr(X, "run_cached", fake_run_cached)
+    base = ExperimentConfig()
+    methods, seeds, shots = ["sdmad", "sdmad-no-ss"], [0, 1, 2], [1, 2]
+    out = tmp_path / "sweep.csv"
+    want = {(m, s, k) for m in methods for s in seeds for k in shots}
+
+    fail_at = 4
+    with pytest.raises(KeyboardInterrupt):
+        X.sweep(base, methods, seeds, shots, out)
+    assert len(_csv_rows(out)) == 3  # every finished run was written at once
+
+    fail_at = 0
+    calls.clear()
+    rows = X.sweep(base, methods, seeds, shots, out)
+    assert len(calls) == len(want) - 3  # only the runs that had not finished
+    on_disk = _csv_rows(out)
+    assert len(on_disk) == len(rows) == len(want)
+    assert {_key(r) for r in on_disk} == want  # one row per (method, seed, k), no duplicates
+    for r in on_disk:
+        assert float(r["integrated.subset_accuracy"]) == pytest.approx(0.1 * int(r["seed"]) + int(r["k"]))
+
+    calls.clear()
+    again = X.sweep(base, methods, seeds, shots, out)
+    assert calls == []  # a finished sweep runs nothing new
+    assert [_key(r) for r in again] == [_key(r) for r in rows]
+    assert _csv_rows(out) == on_disk
+
+    calls.clear()
+    X.sweep(base, methods, seeds, shots + [4], out)  # a new shot count: only its runs
+    assert sorted(calls) == sorted((m, s, 4) for m in methods for s in seeds)
+    assert len(_csv_rows(out)) == len(want) + len(methods) * len(seeds)
+
+
+def tiny_config(weights: str | None = None) -> ExperimentConfig:
+    return ExperimentConfig.from_dict({
+        "k_shot": 2, "protocols": ["integrated"],
+        "model": {"pretrained": weights, "adapter_hidden": 16},
+        "data": {"n_test": 40, "n_pool": 400, "image_size": 64},
+        "train": {"epochs": 5},
+    })
+
+
+def _same(a: dict, b: dict) -> list[str]:
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if k == "wall_time_s":
+            continue
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, float) or isinstance(y, float):
+            if x is None or y is None or not (x == pytest.approx(y, rel=1e-9, abs=1e-12) or (math.isnan(x) and math.isnan(y))):
+                diffs.append(f"{k}: {x!r} != {y!r}")
+        elif x != y:
+            diffs.append(f"{k}: {x!r} != {y!r}")
+    return diffs
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_rows_of_the_local_backend(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'sdmad-lite[ray]')")
+    import torch
+
+    # Random weights, but the same in every process: with ``pretrained: null`` each process would draw
+    # its own (the backbone is built after the first run's seed_everything), so the runs of a Ray
+    # worker and those of this process would use different backbones. A saved random state dict is
+    # loaded identically everywhere.
+    import open_clip
+
+    from sdmad_lite.models.backbone import PHANTOMCLIP, _register_custom_configs
+
+    _register_custom_configs()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        weights = tmp_path / "random-phantomclip.pt"
+        torch.save(open_clip.create_model(PHANTOMCLIP, pretrained=None).state_dict(), weights)
+    base, methods, seeds, shots = tiny_config(str(weights)), ["sdmad"], [0, 1], [2]
+    # The two backends must compute, not read each other's results: one cache folder each.
+    local_cache, ray_cache = tmp_path / "cache-local", tmp_path / "cache-ray"
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("SDMAD_CACHE", str(local_cache))
+    torch.set_num_threads(1)  # as in a Ray worker (one CPU each): the same float reductions
+    try:
+        local = X.sweep(base, methods, seeds, shots, tmp_path / "local.csv", backend="local")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(local) == len(seeds)
+
+    # A local Ray instance with two workers; Ray workers are separate processes, so the cache
+    # folder reaches them through the runtime environment. sweep() uses an instance already started.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"SDMAD_CACHE": str(ray_cache), "OMP_NUM_THREADS": "1",
+                                       "SDMAD_PROFILE": "offline"}})
+    try:
+        remote = X.sweep(base, methods, seeds, shots, tmp_path / "ray.csv", backend="ray", workers=2)
+    finally:
+        ray.shutdown()
+    assert (ray_cache / "runs").is_dir(), "the Ray workers did not use the cache folder they were given"
+    assert len(remote) == len(_csv_rows(tmp_path / "ray.csv")) == len(seeds)
+    by_local = {_key(r): r for r in local}
+    by_remote = {_key(r): r for r in remote}
+    assert set(by_local) == set(by_remote)
+    for k in by_local:
+        assert not _same(by_local[k], by_remote[k]), (k, _same(by_local[k], by_remote[k]))
+    # and the CSV files agree too (rows in completion order on Ray: compare by key)
+    csv_local = {_key(r): {c: v for c, v in r.items() if c != "wall_time_s"} for r in _csv_rows(tmp_path / "local.csv")}
+    csv_remote = {_key(r): {c: v for c, v in r.items() if c != "wall_time_s"} for r in _csv_rows(tmp_path / "ray.csv")}
+    assert csv_local == csv_remote
