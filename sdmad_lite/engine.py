@@ -14,7 +14,6 @@ The pieces:
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

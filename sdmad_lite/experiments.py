@@ -64,7 +64,7 @@ def _weights_cached(cfg: ExperimentConfig) -> bool:
         hub = pc.get("hf_hub", "")
         if not hub:
             return False
-        repo, _, fname = hub.rstrip("/").partition("/")[0] + "/" + hub.rstrip("/").split("/")[1], None, None
+        repo = "/".join(hub.strip("/").split("/")[:2])  # "timm/vit_base_patch16_clip_224.openai/" -> repo id
         return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"))
     except Exception:  # noqa: BLE001
         return False
