@@ -285,21 +285,23 @@ def branch_features(head: SDMADHead, task: Task, feats: Features, mode: str, tok
         return head.branch_features(feats.taps, task.backbone.to_joint, tokens)
     if mode != "residual":
         raise ValueError(f"model.adapter_mode must be 'side' or 'residual', got {mode!r}")
-    first = head.blocks[0]
-    per_branch = []
-    for b in range(head.adapters.n_branches):
-        ad = head.adapters[b]
-        stream = ad[str(first)](feats.taps[first])
-        hook = lambda i, x, ad=ad: ad[str(i)](x) if str(i) in ad else x  # noqa: E731
-        _, taps = task.backbone.forward_image(None, taps=head.blocks[1:], hook=hook, start_block=first, stream=stream)
-        taps[first] = stream
-        per_block = []
-        for blk in head.blocks:
-            f = taps[blk][:, :1] if tokens == "cls" else taps[blk][:, 1:]
-            z = F.normalize(task.backbone.to_joint(f), dim=-1)
-            per_block.append(z[:, 0] if tokens == "cls" else z)
-        per_branch.append(torch.stack(per_block, 1))
-    return torch.stack(per_branch, 1)
+    # residual: every branch carries its own stream through the frozen blocks after the first
+    # adapted one; the branches travel stacked in the batch dimension (one pass, not one per branch)
+    ads, first = head.adapters, head.blocks[0]
+    f0 = feats.taps[first]  # (B, T, W), exact from the cache
+    nb, (b, t, w) = ads.n_branches, f0.shape
+
+    def adapt(block: int, x: torch.Tensor) -> torch.Tensor:  # x: (nb·B, T, W), branch-major
+        return ads.per_branch(block, x.reshape(nb, b * t, w)).reshape(nb * b, t, w)
+
+    stream = adapt(first, f0.repeat(nb, 1, 1))
+    hook = lambda i, x: adapt(i, x) if i in ads.blocks else x  # noqa: E731
+    _, taps = task.backbone.forward_image(None, taps=head.blocks[1:], hook=hook, start_block=first, stream=stream)
+    taps[first] = stream
+    sl = slice(0, 1) if tokens == "cls" else slice(1, None)
+    z = F.normalize(task.backbone.to_joint(torch.stack([taps[blk][:, sl] for blk in head.blocks], 1)), dim=-1)
+    z = z.reshape(nb, b, *z.shape[1:]).transpose(0, 1)  # (B, nb, L, T', D)
+    return z[:, :, :, 0] if tokens == "cls" else z
 
 
 def loss_terms(head: SDMADHead, u: torch.Tensor, y: torch.Tensor, text: TextBank, cfg: ExperimentConfig) -> dict:
@@ -351,7 +353,7 @@ def _train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextB
         text = TextBank(text.signs[cols], text.sign_mask[cols], text.normal, text.abnormal, text.active[cols])
     head = make_head(task, cfg, len(cols))
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=cfg.train.lr,
-                            weight_decay=cfg.train.weight_decay, foreach=True)
+                            weight_decay=cfg.train.weight_decay, fused=True)
     tr, va = task.pool_feats.subset(support.train), task.pool_feats.subset(support.val)
     ytr = torch.as_tensor(task.y_pool[support.train][:, cols]).float()
     yva = torch.as_tensor(task.y_pool[support.val][:, cols]).float()
@@ -388,8 +390,12 @@ def _train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextB
         if on_epoch:
             on_epoch(ep + 1, rec)
         if vloss < state["best"] - 1e-6:
-            state.update(best=vloss, best_epoch=ep + 1, bad=0,
-                         best_state={k: v.detach().clone() for k, v in head.state_dict().items()})
+            if state["best_state"] is None:
+                state["best_state"] = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            else:  # copy into the buffers already there: fresh large allocations cost page faults
+                for k, v in head.state_dict().items():
+                    state["best_state"][k].copy_(v)
+            state.update(best=vloss, best_epoch=ep + 1, bad=0)
         else:
             state["bad"] += 1
         state["epoch"] = ep + 1

@@ -191,3 +191,60 @@ def test_real_dataset_path_on_a_tiny_medmnist_file(tmp_path, cache):
                       k_shot=1, protocols=["integrated", "per-anomaly"])
     row = run(cfg)
     assert row["dataset"] == "chestmnist" and row["integrated.n_images"] == 40
+
+
+def _reference_branch_features(head, backbone, taps, mode):
+    """The adapters written the plain way: one Adapter module per (branch, block), one branch at a time."""
+    import torch.nn.functional as F
+
+    blocks, per_branch = head.blocks, []
+    for b in range(head.adapters.n_branches):
+        ads = {blk: head.adapters.as_adapter(b, blk) for blk in blocks}
+        if mode == "side":
+            out = {blk: ads[blk](taps[blk]) for blk in blocks}
+        else:
+            stream = ads[blocks[0]](taps[blocks[0]])
+            hook = lambda i, x: ads[i](x) if i in ads else x  # noqa: E731
+            _, out = backbone.forward_image(None, taps=blocks[1:], hook=hook, start_block=blocks[0], stream=stream)
+            out[blocks[0]] = stream
+        per_branch.append(torch.stack([F.normalize(backbone.to_joint(out[blk][:, 0]), dim=-1) for blk in blocks], 1))
+    return torch.stack(per_branch, 1)
+
+
+@pytest.mark.parametrize("mode", ["side", "residual"])
+def test_stacked_adapters_equal_one_adapter_per_branch(mode):
+    """The batched computation (all branches, all blocks at once) is the paper's per-branch adapter."""
+    from types import SimpleNamespace
+
+    from sdmad_lite import engine as E
+    from sdmad_lite.models.backbone import load
+    from sdmad_lite.models.sdmad import SDMADHead
+
+    torch.manual_seed(0)
+    bb = load("phantomclip-tiny")
+    blocks = [2, 3, 5, 6]
+    head = SDMADHead(3, blocks, bb.width, hidden=8)
+    with torch.no_grad():  # move the weights off their init so λ-mixing is visible
+        for p in head.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randint(0, 255, (5, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        _, taps = bb.forward_image(bb.prepare(x), taps=blocks)
+        feats = SimpleNamespace(taps=taps)
+        got = E.branch_features(head, SimpleNamespace(backbone=bb), feats, mode)
+        want = _reference_branch_features(head, bb, taps, mode)
+    assert got.shape == (5, 4, 4, bb.embed_dim)
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_stacked_adapters_draw_the_same_init_as_linear_layers():
+    from sdmad_lite.models.adapters import BranchAdapters
+
+    torch.manual_seed(3)
+    ba = BranchAdapters(2, [1, 2], width=6, hidden=4, lam=0.8)
+    torch.manual_seed(3)
+    plain = [[Adapter(6, 4) for _ in range(2)] for _ in range(2)]
+    for b in range(2):
+        for j, blk in enumerate([1, 2]):
+            assert torch.equal(ba.as_adapter(b, blk).fc1.weight, plain[b][j].fc1.weight)
+            assert torch.equal(ba.as_adapter(b, blk).fc2.weight, plain[b][j].fc2.weight)

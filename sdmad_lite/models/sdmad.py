@@ -93,23 +93,15 @@ class SDMADHead(nn.Module):
 
         ``taps``: {block: (B, 1+P, width)}; ``to_joint``: the backbone's ln_post+proj.
         ``tokens="patches"`` returns (B, n_branches, n_blocks, P, D) instead. All branches of a
-        block are computed at once (their adapter weights stacked), which is the same function
-        as calling each branch's :class:`~sdmad_lite.models.adapters.Adapter` in turn, without the per-module overhead.
+        block are adapted in one batched product (:meth:`BranchAdapters.all_branches`), and the
+        adapted tokens of all blocks go through ``to_joint`` in one call: the same function as
+        calling each branch's :class:`~sdmad_lite.models.adapters.Adapter` in turn, without the
+        per-module overhead.
         """
-        per_block = []
-        for blk in self.blocks:
-            f = taps[blk]
-            f = f[:, :1] if tokens == "cls" else f[:, 1:]  # (B, T, W)
-            ads = [self.adapters[b][str(blk)] for b in range(self.adapters.n_branches)]
-            w1 = torch.stack([a.fc1.weight for a in ads])  # (nb, H, W)
-            w2 = torch.stack([a.fc2.weight for a in ads])  # (nb, W, H)
-            lam = ads[0].lam
-            act = ads[0].act
-            h = act(torch.einsum("btw,nhw->bnth", f, w1))
-            ada = act(torch.einsum("bnth,nwh->bntw", h, w2))
-            z = F.normalize(to_joint(lam * f.unsqueeze(1) + (1.0 - lam) * ada), dim=-1)  # (B, nb, T, D)
-            per_block.append(z[:, :, 0] if tokens == "cls" else z)
-        return torch.stack(per_block, 2)
+        sl = slice(0, 1) if tokens == "cls" else slice(1, None)
+        adapted = self.adapters.all_branches(torch.stack([taps[blk][:, sl] for blk in self.blocks]))
+        z = F.normalize(to_joint(adapted), dim=-1)  # (B, nb, L, T, D)
+        return z[:, :, :, 0] if tokens == "cls" else z
 
     def logits(self, u: torch.Tensor, text: TextBank) -> tuple[torch.Tensor, torch.Tensor]:
         """Category logits ℓ_c (B, C) and anchor logit ℓ_a (B,) from branch features ``u``."""
