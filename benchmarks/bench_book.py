@@ -35,16 +35,37 @@ import _common as C  # noqa: E402
 NAME = "book"
 
 
-def execute_copy(src: Path, workdir: Path, timeout: int = 900) -> float:
-    """Execute a copy of notebook ``src`` inside ``workdir`` (the copy is written back there)."""
+def _kernel_peak_rss_mb(client) -> float:
+    """The kernel's peak resident memory so far (Linux ``VmHWM``), MB; NaN where unknown."""
+    try:
+        pid = client.km.provisioner.pid
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except Exception:  # noqa: BLE001 — not Linux, or no local kernel process
+        pass
+    return float("nan")
+
+
+def execute_copy(src: Path, workdir: Path, timeout: int = 900, peak: dict | None = None) -> float:
+    """Execute a copy of notebook ``src`` inside ``workdir`` (the copy is written back there).
+
+    ``peak``, when given, receives ``peak[src.name]``: the kernel's peak resident memory (MB),
+    read after every cell (the high-water mark only grows).
+    """
     import nbformat
     from nbclient import NotebookClient
 
     dst = workdir / src.name
     shutil.copyfile(src, dst)
     nb = nbformat.read(dst, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
+    if peak is not None:
+        def after_cell(**_):
+            peak[src.name] = max(peak.get(src.name, 0.0), _kernel_peak_rss_mb(client))
+        client.on_cell_executed = after_cell
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    client.execute()
     dt = time.perf_counter() - t0
     nbformat.write(nb, dst)
     return dt
@@ -92,8 +113,10 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         old_cache = os.environ.get("SDMAD_CACHE")
         os.environ["SDMAD_CACHE"] = str(tmp / "cache")  # the kernels inherit this environment
+        os.environ["SDMAD_STATIC"] = "1"  # as in the book build: the explorers' static figures
         try:
             times: dict[str, dict[str, float]] = {}
+            peaks: dict[str, float] = {}
             errors: dict[str, str] = {}
             empty = empty_notebook(tmp / "empty.ipynb")
             (tmp / "k").mkdir()
@@ -103,7 +126,8 @@ def main(argv=None) -> int:
                 work.mkdir()
                 for p in nbs:
                     try:
-                        times.setdefault(p.name, {})[phase] = execute_copy(p, work, args.timeout)
+                        times.setdefault(p.name, {})[phase] = execute_copy(p, work, args.timeout,
+                                                                           peaks if phase == "cold" else None)
                     except Exception as e:  # noqa: BLE001 — a failing notebook is reported, the others still run
                         errors[f"{p.name} ({phase})"] = f"{type(e).__name__}: {str(e)[:300]}"
                         times.setdefault(p.name, {})[phase] = float("nan")
@@ -114,7 +138,8 @@ def main(argv=None) -> int:
             else:
                 os.environ["SDMAD_CACHE"] = old_cache
     rows = [{"notebook": n, "cold_s": t.get("cold"), "warm_s": t.get("warm"),
-             "cold_over_warm": t["cold"] / t["warm"] if t.get("warm") else float("nan")} for n, t in times.items()]
+             "cold_over_warm": t["cold"] / t["warm"] if t.get("warm") else float("nan"),
+             "kernel_peak_rss_mb_cold": peaks.get(n, float("nan"))} for n, t in times.items()]
     ok = [r for r in rows if r["cold_s"] == r["cold_s"] and r["warm_s"] == r["warm_s"]]  # both passes ran
     tot_c = sum(r["cold_s"] for r in ok)
     tot_w = sum(r["warm_s"] for r in ok)
@@ -125,8 +150,13 @@ def main(argv=None) -> int:
     rec["results"] = rows
     rec["errors"] = errors
     rec["ratios"] = {"all_cold_over_warm": tot_c / tot_w if tot_w else float("nan"), "all_cold_s": tot_c, "all_warm_s": tot_w,
-                     "kernel_start_s": kernel[1]}
-    parts = [C.table(rows, ["notebook", "cold_s", "warm_s", "cold_over_warm"], "executing the notebooks (seconds)")]
+                     "kernel_start_s": kernel[1], "max_kernel_peak_rss_mb": max(peaks.values(), default=float("nan"))}
+    C.goal(rec, "executing the whole book offline, cold cache (minutes)", tot_c / 60, 15.0, unit="min",
+           higher_is_better=False)
+    C.goal(rec, "slowest notebook, cold cache (minutes)", max((r["cold_s"] for r in ok), default=float("nan")) / 60, 3.0,
+           unit="min", higher_is_better=False)
+    parts = [C.table(rows, ["notebook", "cold_s", "warm_s", "cold_over_warm", "kernel_peak_rss_mb_cold"],
+                     "executing the notebooks (seconds; peak resident memory of the kernel, MB)")]
     if errors:
         parts.append("ERRORS:\n" + "\n".join(f"  {k}: {v}" for k, v in errors.items()))
     C.print_record(rec, *parts)

@@ -16,3 +16,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+# the explorers of sdmad_lite.explore show their static figure, not widgets (a built book has no kernel)
+export SDMAD_STATIC=1

@@ -133,6 +133,7 @@ class ModelConfig:
     adapter_lambda: float = 0.8
     adapter_hidden: int = 128
     text_adapter: bool = False
+    device: str = "auto"  # where the frozen backbone runs: auto (cuda when there is one), cpu, cuda, cuda:N
 
 
 @dataclass
@@ -285,6 +286,9 @@ def _check_choices(cfg: "ExperimentConfig", where: str) -> None:
             if value not in allowed:
                 at = f"{key}[{i}]" if isinstance(obj, list) else key
                 raise ConfigError(f"{where}.{at}: unknown value {value!r}; choose one of {', '.join(allowed)}")
+    dev = cfg.model.device
+    if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ConfigError(f"{where}.model.device: unknown device {dev!r}; choose auto, cpu, cuda or cuda:N")
     if cfg.method != ExperimentConfig.method:  # the default needs no import
         methods = _known_methods()
         if methods is not None and cfg.method not in methods:
@@ -335,3 +339,21 @@ def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def resolve_device(name: str = "auto") -> str:
+    """The torch device of ``model.device``: ``auto`` is ``cuda`` when PyTorch sees a GPU, else ``cpu``.
+
+    Asking for ``cuda`` where there is none fails here, with the fix, not deep inside a run.
+    """
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        idx = int(name[5:]) if name.startswith("cuda:") else 0
+        if idx >= n:
+            raise ConfigError(f"model.device is {name!r} but PyTorch sees {n} GPU(s) here; use 'auto' or 'cpu' "
+                              "(on Colab: Runtime → Change runtime type → GPU)")
+    return name

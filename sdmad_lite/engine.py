@@ -292,14 +292,15 @@ def branch_features(head: SDMADHead, task: Task, feats: Features, mode: str, tok
     nb, (b, t, w) = ads.n_branches, f0.shape
 
     def adapt(block: int, x: torch.Tensor) -> torch.Tensor:  # x: (nb·B, T, W), branch-major
-        return ads.per_branch(block, x.reshape(nb, b * t, w)).reshape(nb * b, t, w)
+        y = ads.per_branch(block, x.reshape(nb, b * t, w).to(ads.down.device))  # where the head is
+        return y.reshape(nb * b, t, w).to(x.device)  # back to where the backbone is
 
     stream = adapt(first, f0.repeat(nb, 1, 1))
     hook = lambda i, x: adapt(i, x) if i in ads.blocks else x  # noqa: E731
     _, taps = task.backbone.forward_image(None, taps=head.blocks[1:], hook=hook, start_block=first, stream=stream)
     taps[first] = stream
     sl = slice(0, 1) if tokens == "cls" else slice(1, None)
-    z = F.normalize(task.backbone.to_joint(torch.stack([taps[blk][:, sl] for blk in head.blocks], 1)), dim=-1)
+    z = F.normalize(task.backbone.to_joint(torch.stack([taps[blk][:, sl].to(f0.device) for blk in head.blocks], 1)), dim=-1)
     z = z.reshape(nb, b, *z.shape[1:]).transpose(0, 1)  # (B, nb, L, T', D)
     return z[:, :, :, 0] if tokens == "cls" else z
 

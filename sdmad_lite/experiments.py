@@ -44,14 +44,18 @@ class RunExistsError(FileExistsError):
 
 
 def get_backbone(cfg: ExperimentConfig):
-    key = f"{cfg.model.backbone}|{cfg.model.pretrained}"
+    from .config import resolve_device
+
+    device = resolve_device(cfg.model.device)
+    key = f"{cfg.model.backbone}|{cfg.model.pretrained}|{device}"
     if key not in _BACKBONES:
         prof = get_profile(cfg.profile)
         if prof.needs_network and cfg.model.pretrained not in (None, "shipped"):
             from .config import require_profile_ready
 
             require_profile_ready(prof, weights_cached=_weights_cached(cfg))
-        _BACKBONES[key] = load_backbone(cfg.model.backbone, "default" if cfg.model.pretrained == "shipped" else cfg.model.pretrained)
+        _BACKBONES[key] = load_backbone(cfg.model.backbone, "default" if cfg.model.pretrained == "shipped" else cfg.model.pretrained,
+                                        device=device)
     return _BACKBONES[key]
 
 
@@ -116,17 +120,38 @@ def _flatten(prefix: str, d: dict, out: dict) -> None:
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """sha256 over the library's code, sign files and shipped checkpoint: any change to what
-    could alter a result changes it (the key of the result cache)."""
+    could alter a result changes it (the key of the result cache). Memoised on the files'
+    (name, size, mtime), so that a sweep does not re-read the checkpoint for every run."""
+    from .paths import PACKAGE_DIR
+
+    files = [p for p in sorted(PACKAGE_DIR.rglob("*"))
+             if p.suffix in (".py", ".yaml", ".json", ".pt") and "__pycache__" not in p.parts]
+    stamp = tuple((str(p), *(lambda st: (st.st_size, st.st_mtime_ns))(p.stat())) for p in files)
+    return _fingerprint(stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint(stamp: tuple) -> str:
     import hashlib
 
     from .paths import PACKAGE_DIR
 
     h = hashlib.sha256()
-    for p in sorted(PACKAGE_DIR.rglob("*")):
-        if p.suffix in (".py", ".yaml", ".json", ".pt") and "__pycache__" not in p.parts:
-            h.update(str(p.relative_to(PACKAGE_DIR)).encode())
-            h.update(p.read_bytes())
+    for name, *_ in stamp:
+        p = Path(name)
+        h.update(str(p.relative_to(PACKAGE_DIR)).encode())
+        h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def _result_path(cfg: ExperimentConfig) -> Path:
+    """Where :func:`run_cached` keeps the row of ``cfg`` (keyed by config and code fingerprint)."""
+    import hashlib
+
+    from .paths import cache_dir
+
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), code_fingerprint()], sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir() / "runs" / f"{key}.json"
 
 
 def run_cached(cfg: ExperimentConfig) -> dict:
@@ -137,14 +162,9 @@ def run_cached(cfg: ExperimentConfig) -> dict:
     to the library's code, sign files or checkpoint misses the cache. ``SDMAD_NO_RESULT_CACHE=1``
     turns it off.
     """
-    import hashlib
-
-    from .paths import cache_dir
-
     if os.environ.get("SDMAD_NO_RESULT_CACHE"):
         return run(cfg)
-    key = hashlib.sha256(json.dumps([cfg.to_dict(), code_fingerprint()], sort_keys=True).encode()).hexdigest()[:32]
-    path = cache_dir() / "runs" / f"{key}.json"
+    path = _result_path(cfg)
     if path.is_file():
         try:
             return json.loads(path.read_text())
@@ -211,6 +231,59 @@ def _atomic_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# ----------------------------------------------------------------------------- many runs
+def default_workers() -> int:
+    """Worker processes for :func:`run_many`: ``SDMAD_WORKERS`` or the usable cores (at most 8).
+
+    Every run trains on one thread (:class:`~sdmad_lite.engine.one_thread`), so runs in parallel
+    processes use the cores that one run alone leaves idle.
+    """
+    env = os.environ.get("SDMAD_WORKERS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"SDMAD_WORKERS must be a whole number ≥ 1, got {env!r}")
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def _run_dict(d: dict) -> dict:
+    return run_cached(ExperimentConfig.from_dict(d))
+
+
+def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None) -> list[dict]:
+    """:func:`run_cached` for every config, rows in the order of ``cfgs``.
+
+    Runs already in the result cache are read at once; the others go to a pool of ``workers``
+    processes (default :func:`default_workers`; 1 runs them here, one after the other). Each run
+    seeds itself and trains on one thread, so the rows do not depend on ``workers``.
+    """
+    cfgs = list(cfgs)
+    workers = default_workers() if workers is None else int(workers)
+    rows: list[dict | None] = [None] * len(cfgs)
+    todo = []
+    for i, c in enumerate(cfgs):
+        if not os.environ.get("SDMAD_NO_RESULT_CACHE") and _result_path(c).is_file():
+            rows[i] = run_cached(c)
+        else:
+            todo.append(i)
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            rows[i] = run_cached(cfgs[i])
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child of a process that has run torch's thread pools can hang
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+            for i, row in zip(todo, ex.map(_run_dict, [cfgs[i].to_dict() for i in todo])):
+                rows[i] = row
+    return rows  # type: ignore[return-value]
+
+
 # ----------------------------------------------------------------------------- sweeps
 def _run_job(job: tuple[dict, str]) -> dict:
     cfg_dict, method = job
@@ -219,11 +292,19 @@ def _run_job(job: tuple[dict, str]) -> dict:
 
 
 def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], shots: Iterable[int],
-          out_csv: str | os.PathLike, backend: str = "local", workers: int = 1, progress: bool = False) -> list[dict]:
+          out_csv: str | os.PathLike, backend: str = "local", workers: int = 1, progress: bool = False,
+          ray_address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0) -> list[dict]:
     """Run methods × seeds × shots; each finished run is appended to ``out_csv`` at once.
 
     Rows already in ``out_csv`` (same method, seed, k) are skipped: a killed sweep resumes.
     ``backend``: ``local`` (sequential, or a process pool with ``workers`` > 1) or ``ray``.
+
+    Ray: a Ray instance already initialised in this process is used as it is; otherwise
+    ``ray_address`` (or the ``RAY_ADDRESS`` variable, e.g. ``ray://head:10001`` or ``auto``) joins an
+    existing cluster, and without either a local instance with ``workers`` CPUs is started. Every
+    run asks Ray for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (fractions share a GPU). The
+    workers receive this process's ``SDMAD_*`` and ``HF_*`` variables; the package and the data
+    must be installed on every node. The CSV is written by this process only, as rows arrive.
     """
     out = Path(out_csv)
     done = _read_rows(out)
@@ -240,13 +321,31 @@ def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], 
     for m in methods:
         config_for(m, base)
     rows = list(done)
-    for row in _execute(jobs, backend, workers, progress):
+    ray_opts = {"address": ray_address, "num_cpus": cpus_per_run, "num_gpus": gpus_per_run}
+    for row in _execute(jobs, backend, workers, progress, ray_opts):
         rows.append(row)
         _write_rows(out, rows)
     return rows
 
 
-def _execute(jobs, backend: str, workers: int, progress: bool):
+def _forwarded_env() -> dict[str, str]:
+    """The variables a remote worker needs to run as this process would."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("SDMAD_", "HF_", "OMP_NUM_THREADS"))}
+
+
+def _ray_start(ray, workers: int, address: str | None) -> None:
+    """Join ``address`` / ``RAY_ADDRESS`` when given, else start a local instance of ``workers`` CPUs."""
+    if ray.is_initialized():
+        return
+    env = {"env_vars": _forwarded_env()}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, runtime_env=env, ignore_reinit_error=True)
+    else:
+        ray.init(num_cpus=max(1, workers), include_dashboard=False, ignore_reinit_error=True, runtime_env=env)
+
+
+def _execute(jobs, backend: str, workers: int, progress: bool, ray_opts: dict | None = None):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), disable=not progress, desc="runs")
@@ -266,9 +365,9 @@ def _execute(jobs, backend: str, workers: int, progress: bool):
             import ray
         except ImportError:
             raise ValueError("backend 'ray' needs Ray: pip install 'sdmad-lite[ray]'") from None
-        if not ray.is_initialized():
-            ray.init(num_cpus=max(1, workers), include_dashboard=False, ignore_reinit_error=True)
-        remote = ray.remote(_run_job)
+        opts = ray_opts or {}
+        _ray_start(ray, workers, opts.get("address"))
+        remote = ray.remote(num_cpus=opts.get("num_cpus", 1.0), num_gpus=opts.get("num_gpus", 0.0))(_run_job)
         pending = [remote.remote(j) for j in jobs]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -355,7 +454,8 @@ def _cmd_sweep(args) -> int:
     base = load_config(args.config) if args.config else ExperimentConfig()
     methods = args.methods.split(",") if args.methods != "all" else list(ALL_METHODS)
     rows = sweep(base, methods, _seeds(args.seeds), [int(k) for k in args.shots.split(",")], args.out,
-                 backend=args.backend, workers=args.workers, progress=True)
+                 backend=args.backend, workers=args.workers, progress=True, ray_address=args.ray_address,
+                 cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
     print(f"{len(rows)} rows in {args.out}")
     return 0
 
@@ -373,5 +473,9 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--shots", default="4", help="e.g. 1,2,4,8,16")
     p.add_argument("--out", required=True, help="CSV file (rows already there are skipped)")
     p.add_argument("--backend", default="local", choices=["local", "ray"])
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="local processes, or CPUs of a local Ray instance")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (e.g. ray://head:10001 or auto; default: $RAY_ADDRESS, else a local instance)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs reserved per run (0.5: two runs share one)")
     p.set_defaults(func=_cmd_sweep)

@@ -84,3 +84,20 @@ def test_derived_rng_is_stable_and_keyed():
 def test_bad_seed():
     with pytest.raises(ValueError, match="non-negative integer"):
         seed_everything(-1)
+
+
+def test_device_setting_is_checked_and_resolved():
+    import torch
+
+    from sdmad_lite.config import ConfigError, ExperimentConfig, resolve_device
+
+    assert ExperimentConfig().model.device == "auto"
+    for ok in ("auto", "cpu", "cuda", "cuda:1"):
+        assert ExperimentConfig.from_dict({"model": {"device": ok}}).model.device == ok
+    with pytest.raises(ConfigError, match=r"model\.device.*'gpu'.*auto, cpu, cuda or cuda:N"):
+        ExperimentConfig.from_dict({"model": {"device": "gpu"}})
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees 0 GPU.*'auto' or 'cpu'"):
+            resolve_device("cuda")

@@ -248,3 +248,21 @@ def test_stacked_adapters_draw_the_same_init_as_linear_layers():
         for j, blk in enumerate([1, 2]):
             assert torch.equal(ba.as_adapter(b, blk).fc1.weight, plain[b][j].fc1.weight)
             assert torch.equal(ba.as_adapter(b, blk).fc2.weight, plain[b][j].fc2.weight)
+
+
+@pytest.mark.slow
+def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monkeypatch):
+    from sdmad_lite import experiments as X
+
+    cfgs = [X.config_for(m, tiny_config(tmp_path, seed=s, protocols=["integrated"], train={"epochs": 3}))
+            for s, m in ((0, "sdmad"), (1, "sdmad"), (1, "linear-probe"))]
+    X.get_task(cfgs[0])  # features and text bank into the disk cache, which the workers read
+    par = X.run_many(cfgs, workers=2)  # two spawned processes, results into the cache
+    assert [(r["method"], r["seed"]) for r in par] == [(c.method, c.seed) for c in cfgs]  # input order
+    monkeypatch.setenv("SDMAD_NO_RESULT_CACHE", "1")
+    seq = X.run_many(cfgs, workers=1)  # recomputed here, one after the other
+    for a, b in zip(par, seq):
+        assert {k: v for k, v in a.items() if k != "wall_time_s"} == {k: v for k, v in b.items() if k != "wall_time_s"}
+    monkeypatch.setenv("SDMAD_WORKERS", "two")
+    with pytest.raises(ValueError, match="SDMAD_WORKERS"):
+        X.default_workers()

@@ -134,3 +134,43 @@ def test_ray_backend_gives_the_rows_of_the_local_backend(tmp_path, monkeypatch):
     csv_local = {_key(r): {c: v for c, v in r.items() if c != "wall_time_s"} for r in _csv_rows(tmp_path / "local.csv")}
     csv_remote = {_key(r): {c: v for c, v in r.items() if c != "wall_time_s"} for r in _csv_rows(tmp_path / "ray.csv")}
     assert csv_local == csv_remote
+
+
+def test_ray_joins_the_cluster_it_is_given_and_forwards_the_environment(monkeypatch):
+    """No cluster here: a stand-in for the ray module records how it is started and what runs ask for."""
+    calls: dict = {}
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kw):
+            calls["init"] = kw
+
+        def remote(self, **opts):
+            calls["remote"] = opts
+            return lambda f: type("R", (), {"remote": staticmethod(lambda job: ("ref", job))})
+
+        def wait(self, pending, num_returns):
+            return pending[:1], pending[1:]
+
+        def get(self, ref):
+            return {"method": ref[1][1], "seed": ref[1][0]["seed"], "k": ref[1][0]["k_shot"]}
+
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", FakeRay())
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    monkeypatch.setenv("SDMAD_PROFILE", "offline")
+    jobs = [({"seed": 0, "k_shot": 4}, "sdmad")]
+    rows = list(X._execute(jobs, "ray", 2, False, {"address": None, "num_cpus": 2.0, "num_gpus": 0.5}))
+    assert rows == [{"method": "sdmad", "seed": 0, "k": 4}]
+    assert calls["init"]["address"] == "ray://head:10001"
+    assert calls["init"]["runtime_env"]["env_vars"]["SDMAD_PROFILE"] == "offline"
+    assert calls["remote"] == {"num_cpus": 2.0, "num_gpus": 0.5}
+    # an explicit address wins over the variable; without either, a local instance of `workers` CPUs
+    list(X._execute(jobs, "ray", 2, False, {"address": "auto"}))
+    assert calls["init"]["address"] == "auto"
+    monkeypatch.delenv("RAY_ADDRESS")
+    list(X._execute(jobs, "ray", 3, False, {}))
+    assert "address" not in calls["init"] and calls["init"]["num_cpus"] == 3

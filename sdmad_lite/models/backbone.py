@@ -154,7 +154,7 @@ class Backbone:
         if not self.has_taps:
             raise BackboneError(f"{self.name}: the image tower has no transformer taps (only zero-shot is supported)")
         v = self.model.visual
-        x = v._embeds(pixels) if stream is None else stream
+        x = v._embeds(pixels) if stream is None else stream.to(self.device)
         tr = v.transformer
         x = x if tr.batch_first else x.transpose(0, 1)
         out: dict[int, torch.Tensor] = {}
@@ -176,10 +176,13 @@ class Backbone:
         return pooled, out
 
     def to_joint(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map tokens of any block (…, width) into the joint space (…, embed_dim): ln_post, proj."""
+        """Map tokens of any block (…, width) into the joint space (…, embed_dim): ln_post, proj.
+
+        Computed where the backbone is; the result goes back to the device of ``tokens`` (the
+        head trains on the CPU while a GPU runs the backbone)."""
         v = self.model.visual
-        x = v.ln_post(tokens)
-        return x @ v.proj if v.proj is not None else x
+        x = v.ln_post(tokens.to(self.device))
+        return (x @ v.proj if v.proj is not None else x).to(tokens.device)
 
     @torch.inference_mode()
     def encode_images(self, images, batch_size: int = 64) -> torch.Tensor:
@@ -187,7 +190,7 @@ class Backbone:
         outs = []
         for i in range(0, len(images), batch_size):
             pix = self.prepare(images[i : i + batch_size])
-            outs.append(F.normalize(self.model.encode_image(pix).float(), dim=-1))
+            outs.append(F.normalize(self.model.encode_image(pix).float(), dim=-1).cpu())
         return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
 
     # ----------------------------------------------------------------- text
@@ -211,8 +214,10 @@ class Backbone:
 
     def text_forward_with_context(self, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         """Like :meth:`text_forward`, with the token embeddings at positions 1..M replaced by the
-        learnable context vectors ``ctx`` (M, width) — CoOp's prompt learning."""
+        learnable context vectors ``ctx`` (M, width) — CoOp's prompt learning. The result is on
+        the device of ``ctx``."""
         m = self.model
+        out_device, ctx, tokens = ctx.device, ctx.to(self.device), tokens.to(self.device)
         length = int((tokens != 0).sum(1).max())
         t = tokens[:, :length]
         x = m.token_embedding(t)
@@ -221,7 +226,8 @@ class Backbone:
         x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0]), t.argmax(dim=-1)]
-        return x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
+        x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
+        return x.to(out_device)
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -229,7 +235,7 @@ class Backbone:
         outs = []
         for i in range(0, len(texts), batch_size):
             tok = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
-            outs.append(F.normalize(self.text_forward(tok).float(), dim=-1))
+            outs.append(F.normalize(self.text_forward(tok).float(), dim=-1).cpu())
         return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
 
 

@@ -66,12 +66,16 @@ def gallery_figure(out_path=None, size: int = 224, seed: int = 0):
     return fig
 
 
-def sign_figure(modality: str, seed: int, labels=None, signs=None, size: int = 224, ax=None, out_path=None):
-    """One phantom with each drawn sign's ground-truth mask outlined and labelled."""
+def sign_figure(modality: str, seed: int, labels=None, signs=None, size: int = 224, ax=None, out_path=None,
+                **render_kw):
+    """One phantom with each drawn sign's ground-truth mask outlined and labelled.
+
+    ``render_kw`` (``conspicuity``, ``noise``) go to :func:`~sdmad_lite.data.phantoms.world.render`.
+    """
     spec = get_modality(modality)
     if labels is None and signs is None:
         labels = [spec.categories[seed % len(spec.categories)]]
-    ph = render(modality, labels, seed=seed, size=size, signs=signs)
+    ph = render(modality, labels, seed=seed, size=size, signs=signs, **render_kw)
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 5))
