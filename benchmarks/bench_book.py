@@ -93,9 +93,14 @@ def main(argv=None) -> int:
     ap.add_argument("--notebooks", default="notebooks/*.ipynb", help="glob, relative to the repository root")
     ap.add_argument("--timeout", type=int, default=900, help="per cell, seconds")
     ap.add_argument("--execute-only", metavar="DIR", default=None, help="execute copies into DIR once, no timing")
+    ap.add_argument("--cache", default=None, metavar="DIR",
+                    help="use DIR (empty or absent) as SDMAD_CACHE and keep it filled afterwards, e.g. the default "
+                         "cache folder moved aside first, so that later builds reuse what the cold pass computed")
     ap.add_argument("--json", default=str(C.default_json(NAME)))
     args = ap.parse_args(argv)
     nbs = notebook_list(args.notebooks)
+    if args.cache and Path(args.cache).exists() and any(Path(args.cache).iterdir()):
+        raise SystemExit(f"--cache {args.cache} is not empty: a cold pass needs an empty folder (move it aside first)")
 
     if args.execute_only:
         d = Path(args.execute_only)
@@ -112,7 +117,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="sdmad-bench-book-") as tmp:
         tmp = Path(tmp)
         old_cache = os.environ.get("SDMAD_CACHE")
-        os.environ["SDMAD_CACHE"] = str(tmp / "cache")  # the kernels inherit this environment
+        os.environ["SDMAD_CACHE"] = args.cache or str(tmp / "cache")  # the kernels inherit this environment
         os.environ["SDMAD_STATIC"] = "1"  # as in the book build: the explorers' static figures
         try:
             times: dict[str, dict[str, float]] = {}

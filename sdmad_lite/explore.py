@@ -108,12 +108,14 @@ def image_figure(task: E.Task, head, text, pred: E.Predictions, index: int, cate
     return fig
 
 
-def _display_closed(fig) -> None:
-    """Show ``fig`` in the current output and close it (pyplot would show it again at the cell's end)."""
-    from IPython.display import display
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (for an ``ipywidgets.Image``), then closed."""
+    import io
 
-    display(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
     plt.close(fig)
+    return buf.getvalue()
 
 
 @dataclass
@@ -143,14 +145,12 @@ def image_explorer(task: E.Task, head, text, pred: E.Predictions, mode: str = "s
     img = W.BoundedIntText(value=index, min=0, max=len(task.test_feats) - 1, description="test image")
     cat = W.Dropdown(options=[("top-scored", -1)] + [(c, i) for i, c in enumerate(task.categories)], value=-1,
                      description="category")
-    out = W.Output()
-    ex = Explorer(W.VBox([W.HBox([img, cat]), out]), {"image": img, "category": cat})
+    view = W.Image(format="png")
+    ex = Explorer(W.VBox([W.HBox([img, cat]), view]), {"image": img, "category": cat})
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            ex.figure = image_figure(task, head, text, pred, img.value, None if cat.value < 0 else cat.value, mode)
-            _display_closed(ex.figure)
+        ex.figure = image_figure(task, head, text, pred, img.value, None if cat.value < 0 else cat.value, mode)
+        view.value = _png(ex.figure)
 
     img.observe(redraw, "value")
     cat.observe(redraw, "value")
@@ -190,8 +190,8 @@ def phantom_explorer(modality: str = "chest", categories: tuple[str, ...] = (), 
     sd = W.BoundedIntText(value=seed, min=0, max=10**6, description="patient seed")
     con = W.FloatSlider(value=1.0, min=0.2, max=1.5, step=0.05, description="conspicuity")
     noi = W.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="noise")
-    out = W.Output()
-    ex = Explorer(W.HBox([W.VBox([mod, cats, sd, con, noi]), out]),
+    view = W.Image(format="png")
+    ex = Explorer(W.HBox([W.VBox([mod, cats, sd, con, noi]), view]),
                   {"modality": mod, "categories": cats, "seed": sd, "conspicuity": con, "noise": noi})
 
     def on_modality(change):
@@ -199,10 +199,8 @@ def phantom_explorer(modality: str = "chest", categories: tuple[str, ...] = (), 
         cats.options = get_modality(change["new"]).categories
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            ex.figure = phantom_figure(mod.value, tuple(cats.value), sd.value, con.value, noi.value)
-            _display_closed(ex.figure)
+        ex.figure = phantom_figure(mod.value, tuple(cats.value), sd.value, con.value, noi.value)
+        view.value = _png(ex.figure)
 
     mod.observe(on_modality, "value")
     for w in (mod, cats, sd, con, noi):

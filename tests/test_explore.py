@@ -65,6 +65,8 @@ def test_image_explorer_redraws_on_a_new_choice(trained):
     ex.controls["category"].value = 3
     assert task.categories[3] in ex.figure.axes[0].get_title()
     assert len(ex.figure.axes[1].patches) == len(task.categories)  # one score bar per category
+    png = ex.app.children[1].value  # what the reader sees: the figure as a PNG image widget
+    assert bytes(png[:8]) == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_phantom_explorer_follows_the_modality(trained):

@@ -254,7 +254,9 @@ def test_stacked_adapters_draw_the_same_init_as_linear_layers():
 def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monkeypatch):
     from sdmad_lite import experiments as X
 
-    cfgs = [X.config_for(m, tiny_config(tmp_path, seed=s, protocols=["integrated"], train={"epochs": 3}))
+    # the shipped weights: with random ones (pretrained None) every process would draw its own backbone
+    cfgs = [X.config_for(m, tiny_config(tmp_path, seed=s, protocols=["integrated"], train={"epochs": 3},
+                                        model={"pretrained": "shipped"}))
             for s, m in ((0, "sdmad"), (1, "sdmad"), (1, "linear-probe"))]
     X.get_task(cfgs[0])  # features and text bank into the disk cache, which the workers read
     par = X.run_many(cfgs, workers=2)  # two spawned processes, results into the cache
