@@ -264,11 +264,18 @@ class one_thread:
     The adapters' tensors are tiny: with several OpenMP threads, synchronisation costs more
     than the arithmetic, and any other busy process on the machine makes it far worse. One
     thread is faster here and gives the same numbers whatever the machine's core count.
+
+    ``enabled=False`` leaves the threads alone: the residual variant runs frozen transformer
+    blocks inside its loop, large products that do use several threads (``bench_training``).
     """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
 
     def __enter__(self):
         self.n = torch.get_num_threads()
-        torch.set_num_threads(1)
+        if self.enabled:
+            torch.set_num_threads(1)
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.n)
@@ -331,10 +338,10 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_head(*args, **kwargs) -> "TrainResult":
-    """See :func:`_train_head` (run on one thread)."""
-    with one_thread():
-        return _train_head(*args, **kwargs)
+def train_head(task: "Task", support: "Support", cfg: ExperimentConfig, *args, **kwargs) -> "TrainResult":
+    """See :func:`_train_head` (the side variant on one thread, see :class:`one_thread`)."""
+    with one_thread(cfg.model.adapter_mode != "residual"):
+        return _train_head(task, support, cfg, *args, **kwargs)
 
 
 def _train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBank | None = None,
@@ -468,8 +475,8 @@ def select_signs(task: Task, support: Support, cfg: ExperimentConfig, cols: list
 
 @torch.no_grad()
 def head_scores(head: SDMADHead, task: Task, feats: Features, text: TextBank, mode: str, batch: int = 256):
-    """Category and anchor probabilities of ``feats`` (on one thread, see :class:`one_thread`)."""
-    with one_thread():
+    """Category and anchor probabilities of ``feats`` (side variant on one thread, see :class:`one_thread`)."""
+    with one_thread(mode != "residual"):
         return _head_scores(head, task, feats, text, mode, batch)
 
 

@@ -94,7 +94,8 @@ def config_for(method: str, base: ExperimentConfig) -> ExperimentConfig:
 
 def _predict(method: str, task: E.Task, support: E.Support, cfg: ExperimentConfig, cols: list[int] | None,
              checkpoint: Path | None):
-    with E.one_thread():  # few-shot work on cached features: tiny tensors (see engine.one_thread)
+    # few-shot work on cached features: tiny tensors, one thread; the residual variant's frozen blocks use them all
+    with E.one_thread(cfg.model.adapter_mode != "residual"):
         return _predict_any(method, task, support, cfg, cols, checkpoint)
 
 

@@ -34,9 +34,12 @@ def interactive() -> bool:
 
 def show(explorer: "Explorer") -> None:
     """Display the explorer's app (a live notebook) or, when it has none (the book), its figure."""
-    from IPython.display import display
+    from IPython.display import Image, display
 
-    display(explorer.app if explorer.app is not None else explorer.figure)
+    if explorer.app is not None:
+        display(explorer.app)
+    else:  # as PNG bytes: a Figure object shows as text where the inline backend is not active
+        display(Image(data=_png(explorer.figure)))
 
 
 # ----------------------------------------------------------------------------- one image under SD-MAD
@@ -164,8 +167,9 @@ def phantom_figure(modality: str = "chest", categories: tuple[str, ...] = (), se
     """One phantom of the chosen categories, every drawn sign's mask outlined and named."""
     from .data.phantoms.gallery import sign_figure
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
-    sign_figure(modality, seed, labels=list(categories), size=size, ax=ax, conspicuity=conspicuity, noise=noise)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    sign_figure(modality, seed, labels=list(categories), size=size, ax=ax, label_size=9, conspicuity=conspicuity,
+                noise=noise)
     ax.set_title(f"{modality}, seed {seed}: " + (", ".join(categories) or "normal")
                  + f"\nconspicuity {conspicuity:.2f}, noise {noise:.2f}", fontsize=9)
     fig.tight_layout()

@@ -67,7 +67,7 @@ def gallery_figure(out_path=None, size: int = 224, seed: int = 0):
 
 
 def sign_figure(modality: str, seed: int, labels=None, signs=None, size: int = 224, ax=None, out_path=None,
-                **render_kw):
+                label_size: float = 6, **render_kw):
     """One phantom with each drawn sign's ground-truth mask outlined and labelled.
 
     ``render_kw`` (``conspicuity``, ``noise``) go to :func:`~sdmad_lite.data.phantoms.world.render`.
@@ -87,8 +87,8 @@ def sign_figure(modality: str, seed: int, labels=None, signs=None, size: int = 2
         col = colours[i % 10]
         ax.contour(m.astype(float), levels=[0.5], colors=[col], linewidths=0.9)
         ys, xs = np.nonzero(m)
-        ax.text(xs.min(), max(ys.min() - 2, 6), sid.replace("_", " "), color=col, fontsize=6,
-                bbox=dict(facecolor="black", alpha=0.5, pad=0.5, lw=0))
+        ax.text(xs.min(), max(ys.min() - 2, 6), sid.replace("_", " "), color=col, fontsize=label_size,
+                bbox=dict(facecolor="black", alpha=0.6, pad=0.5, lw=0))
     if fig is not None:
         fig.tight_layout()
         if out_path is not None:
