@@ -15,10 +15,10 @@ per anomaly category, plus the anchor):
   be cached once per image, which makes few-shot training nearly free (the book compares
   the two).
 
-:class:`BranchAdapters` keeps the weights of all branches of a block stacked in one tensor, so
-that every branch is computed in one batched product and the optimiser updates a handful of
-tensors instead of one per (branch, block); :class:`Adapter` is the same function for one
-branch (the reference the tests compare against).
+:class:`BranchAdapters` keeps the weights of every branch and block stacked in two tensors, so
+that all of them are computed in two batched products and the optimiser updates two tensors
+instead of two per (branch, block); :class:`Adapter` is the same function for one branch (the
+reference the tests compare against).
 """
 from __future__ import annotations
 

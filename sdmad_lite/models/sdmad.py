@@ -93,7 +93,7 @@ class SDMADHead(nn.Module):
 
         ``taps``: {block: (B, 1+P, width)}; ``to_joint``: the backbone's ln_post+proj.
         ``tokens="patches"`` returns (B, n_branches, n_blocks, P, D) instead. All branches of a
-        block are adapted in one batched product (:meth:`BranchAdapters.all_branches`), and the
+        block are adapted in one batched product (:meth:`~sdmad_lite.models.adapters.BranchAdapters.all_branches`), and the
         adapted tokens of all blocks go through ``to_joint`` in one call: the same function as
         calling each branch's :class:`~sdmad_lite.models.adapters.Adapter` in turn, without the
         per-module overhead.
