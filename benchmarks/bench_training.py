@@ -152,8 +152,8 @@ def evaluate_head(task, support, cfg, head) -> dict:
 # ----------------------------------------------------------------------------- one backbone
 def bench_backbone(backbone: str, args, n_test: int, n_pool: int, epochs: int, variants, rec: dict,
                    residual_epochs: int | None = None) -> list[dict]:
-    """``residual_epochs``: the residual variants' epochs when not ``epochs`` (they take a minute per epoch on
-    a ViT-B); their totals are then not comparable and their goals use the time per epoch."""
+    """``residual_epochs``: the residual variants' epochs when not ``epochs`` (their epochs are long on a
+    ViT-B); their totals are then not comparable and their goals use the time per epoch."""
     from sdmad_lite import engine as E
     from sdmad_lite import experiments as X
     from sdmad_lite import features as Fe
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=60, help="PhantomCLIP-tiny (the library default is 60)")
     ap.add_argument("--vit-epochs", type=int, default=60, help="the larger backbones")
     ap.add_argument("--vit-residual-epochs", type=int, default=3,
-                    help="the residual variants on the larger backbones (about a minute per epoch on a ViT-B-32)")
+                    help="the residual variants on the larger backbones (their epochs are long: see per_epoch_s)")
     ap.add_argument("--n-test", type=int, default=600)
     ap.add_argument("--n-pool", type=int, default=1000)
     ap.add_argument("--vit-n-test", type=int, default=200)

@@ -338,7 +338,7 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_head(task: "Task", support: "Support", cfg: ExperimentConfig, *args, **kwargs) -> "TrainResult":
+def train_head(task: Task, support: Support, cfg: ExperimentConfig, *args, **kwargs) -> TrainResult:
     """See :func:`_train_head` (the side variant on one thread, see :class:`one_thread`)."""
     with one_thread(cfg.model.adapter_mode != "residual"):
         return _train_head(task, support, cfg, *args, **kwargs)

@@ -121,27 +121,16 @@ def _flatten(prefix: str, d: dict, out: dict) -> None:
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """sha256 over the library's code, sign files and shipped checkpoint: any change to what
-    could alter a result changes it (the key of the result cache). Memoised on the files'
-    (name, size, mtime), so that a sweep does not re-read the checkpoint for every run."""
-    from .paths import PACKAGE_DIR
-
-    files = [p for p in sorted(PACKAGE_DIR.rglob("*"))
-             if p.suffix in (".py", ".yaml", ".json", ".pt") and "__pycache__" not in p.parts]
-    stamp = tuple((str(p), *(lambda st: (st.st_size, st.st_mtime_ns))(p.stat())) for p in files)
-    return _fingerprint(stamp)
-
-
-@functools.lru_cache(maxsize=4)
-def _fingerprint(stamp: tuple) -> str:
+    could alter a result changes it (the key of the result cache). Computed once per process."""
     import hashlib
 
     from .paths import PACKAGE_DIR
 
     h = hashlib.sha256()
-    for name, *_ in stamp:
-        p = Path(name)
-        h.update(str(p.relative_to(PACKAGE_DIR)).encode())
-        h.update(p.read_bytes())
+    for p in sorted(PACKAGE_DIR.rglob("*")):
+        if p.suffix in (".py", ".yaml", ".json", ".pt") and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(PACKAGE_DIR)).encode())
+            h.update(p.read_bytes())
     return h.hexdigest()
 
 
@@ -251,8 +240,13 @@ def default_workers() -> int:
     return max(1, min(8, cores))
 
 
-def _run_dict(d: dict) -> dict:
-    return run_cached(ExperimentConfig.from_dict(d))
+def _process_pool(workers: int):
+    """A pool of ``workers`` processes for runs. Spawned, not forked: a forked child of a process
+    that has run torch's thread pools can hang."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
 
 
 def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None) -> list[dict]:
@@ -275,21 +269,18 @@ def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None) -> li
         for i in todo:
             rows[i] = run_cached(cfgs[i])
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: a forked child of a process that has run torch's thread pools can hang
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as ex:
-            for i, row in zip(todo, ex.map(_run_dict, [cfgs[i].to_dict() for i in todo])):
+        with _process_pool(min(workers, len(todo))) as ex:
+            for i, row in zip(todo, ex.map(_run_job, [(cfgs[i].to_dict(), None) for i in todo])):
                 rows[i] = row
     return rows  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- sweeps
-def _run_job(job: tuple[dict, str]) -> dict:
+def _run_job(job: tuple[dict, str | None]) -> dict:
+    """One run in a worker: ``(config dict, method)``; method None runs the config exactly as given."""
     cfg_dict, method = job
-    cfg = config_for(method, ExperimentConfig.from_dict(cfg_dict))
-    return run_cached(cfg)
+    cfg = ExperimentConfig.from_dict(cfg_dict)
+    return run_cached(config_for(method, cfg) if method else cfg)
 
 
 def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], shots: Iterable[int],
@@ -355,9 +346,9 @@ def _execute(jobs, backend: str, workers: int, progress: bool, ray_opts: dict | 
             yield _run_job(j)
             bar.update()
     elif backend == "local":
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        with ProcessPoolExecutor(workers) as ex:
+        with _process_pool(workers) as ex:
             for f in as_completed([ex.submit(_run_job, j) for j in jobs]):
                 yield f.result()
                 bar.update()

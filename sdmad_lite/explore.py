@@ -69,7 +69,7 @@ def image_view(task: E.Task, head, text, pred: E.Predictions, index: int, catego
     if not 0 <= c < len(task.categories):
         raise IndexError(f"category {category} does not exist: {len(task.categories)} categories (0..{len(task.categories) - 1})")
     feats = task.test_feats.subset([index])
-    with torch.no_grad(), E.one_thread():
+    with torch.no_grad(), E.one_thread(mode != "residual"):
         u = E.branch_features(head, task, feats, mode)
         sims = head.sign_similarities(u, text)[0, c].numpy()
         pu = E.branch_features(head, task, feats, mode, tokens="patches")

@@ -265,6 +265,13 @@ def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monk
     seq = X.run_many(cfgs, workers=1)  # recomputed here, one after the other
     for a, b in zip(par, seq):
         assert {k: v for k, v in a.items() if k != "wall_time_s"} == {k: v for k, v in b.items() if k != "wall_time_s"}
+    # the sweep's local process pool (the same spawned pool) gives the same rows
+    swept = X.sweep(cfgs[0], ["sdmad"], [0, 1], [cfgs[0].k_shot], tmp_path / "sweep.csv", workers=2)
+    by_seed = {r["seed"]: r for r in swept}
+    for want in par[:2]:
+        got = by_seed[want["seed"]]
+        assert {k: got[k] for k in ("integrated.subset_accuracy", "integrated.macro_auroc")} == \
+               {k: want[k] for k in ("integrated.subset_accuracy", "integrated.macro_auroc")}
     monkeypatch.setenv("SDMAD_WORKERS", "two")
     with pytest.raises(ValueError, match="SDMAD_WORKERS"):
         X.default_workers()
