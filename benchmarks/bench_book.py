@@ -119,6 +119,7 @@ def main(argv=None) -> int:
         old_cache = os.environ.get("SDMAD_CACHE")
         os.environ["SDMAD_CACHE"] = args.cache or str(tmp / "cache")  # the kernels inherit this environment
         os.environ["SDMAD_STATIC"] = "1"  # as in the book build: the explorers' static figures
+        os.environ.pop("MPLBACKEND", None)  # as in the book build: inline figures (scripts/_venv.sh)
         try:
             times: dict[str, dict[str, float]] = {}
             peaks: dict[str, float] = {}

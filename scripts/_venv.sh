@@ -15,6 +15,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
+# The kernels that execute the notebooks (nbval, the book build) must draw with IPython's inline
+# backend, which puts each figure into the cell's output as a PNG. A non-interactive MPLBACKEND
+# (Agg) in the environment would silently drop every figure from the pages, so it is removed here;
+# scripts/check_book_html.py fails on a page with fewer images than its notebook draws.
+unset MPLBACKEND
 # the explorers of sdmad_lite.explore show their static figure, not widgets (a built book has no kernel)
 export SDMAD_STATIC=1

@@ -2,7 +2,10 @@
 
 For each page of the table of contents: the page loads, every image on it loads, every
 internal link points at a page (and anchor) that exists, and the browser console shows no
-error. A full-page screenshot of each page is written for people to look at. Requests to
+error. On a chapter (a notebook), every code cell whose source draws a figure (matplotlib,
+seaborn, the library's ``*_figure`` functions and explorers; see :func:`figure_cells`) must show
+at least one loaded image in its output, and every "*Figure:*" caption must have an image
+between it and the previous caption (a caption never stands under an empty output). A full-page screenshot of each page is written for people to look at. Requests to
 outside hosts that fail (this machine has no network) are reported apart, not as errors;
 an *image* from an outside host is an error (the book must carry its own images).
 
@@ -26,6 +29,35 @@ from urllib.parse import unquote, urljoin, urlparse
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: calls that put a figure into a cell's output (comments are ignored). A cell can opt out with
+#: the tag ``no-figure`` (it draws into a figure shown by a later cell), or opt in with ``figure``.
+DRAWS = re.compile(
+    r"\bplt\.(subplots|figure|subplot_mosaic)\(|\bsns\.(\w*plot|heatmap|clustermap)\(|\.(imshow|plot|hist|bar|barh)\("
+    r"|\b\w+_figure\(|\bexplore\.show\(|\bdisplay\(\s*fig")
+
+
+def figure_cells(notebook: Path) -> list[tuple[int, int]]:
+    """``(position among rendered code cells, index in the notebook)`` of the cells that draw.
+
+    "Rendered" code cells are those the book shows (tag ``remove-cell`` drops a cell).
+    """
+    import json
+
+    nb = json.loads(notebook.read_text())
+    out, pos = [], 0
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if "remove-cell" in tags:
+            continue
+        src = "".join(cell["source"])
+        code = "\n".join(line.split("#", 1)[0] for line in src.splitlines())
+        if "figure" in tags or ("no-figure" not in tags and DRAWS.search(code)):
+            out.append((pos, i))
+        pos += 1
+    return out
 
 
 def toc_pages(toc_file: Path) -> list[str]:
@@ -100,6 +132,18 @@ def make_driver():
 
 JS_IMAGES = """return Array.from(document.images).map(i => [i.getAttribute('src'), i.currentSrc, i.complete, i.naturalWidth]);"""
 JS_LINKS = """return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);"""
+# per rendered code cell: [loaded images in its output, images in its output]
+JS_CELLS = """return Array.from(document.querySelectorAll('div.cell')).map(c => {
+  const imgs = Array.from(c.querySelectorAll('.cell_output img'));
+  return [imgs.filter(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0).length, imgs.length]; });"""
+# captions ("Figure: ..." paragraphs) with no image between them and the previous caption
+JS_CAPTIONS = """const out = []; let seen = false;
+for (const el of document.querySelectorAll('article img, article p')) {
+  if (el.tagName === 'IMG') { if (el.complete && el.naturalWidth > 0) seen = true; continue; }
+  const t = el.textContent.trim();
+  if (/^Figure[ \u00a0]*[:.]/.test(t)) { if (!seen) out.push(t.slice(0, 80)); seen = false; }
+}
+return out;"""
 
 
 def check(html_dir: Path, shots: Path) -> int:
@@ -109,7 +153,8 @@ def check(html_dir: Path, shots: Path) -> int:
     driver = make_driver()
     failures: list[str] = []
     external: list[str] = []
-    n_images = n_links = 0
+    n_images = n_links = n_figures = 0
+    per_page: dict[str, int] = {}
     try:
         for page in pages:
             f = html_dir / page
@@ -126,6 +171,21 @@ def check(html_dir: Path, shots: Path) -> int:
                     failures.append(f"{page}: image from outside the book: {src}")
                 elif not complete or not width:
                     failures.append(f"{page}: image does not load: {src}")
+            # figures: one loaded image per drawing cell, an image above every caption
+            source = (ROOT / page).with_suffix(".ipynb")
+            if source.is_file():
+                cells = driver.execute_script(JS_CELLS)
+                for pos, idx in figure_cells(source):
+                    n_figures += 1
+                    if pos >= len(cells):
+                        failures.append(f"{page}: code cell {idx} draws a figure but the page has only {len(cells)} code cells")
+                    elif cells[pos][0] == 0:
+                        failures.append(f"{page}: code cell {idx} draws a figure but its output on the page has no "
+                                        f"loaded image ({cells[pos][1]} image(s) there) — was the kernel's matplotlib "
+                                        "backend non-interactive (MPLBACKEND=Agg)?")
+                per_page[page] = sum(c[0] for c in cells)
+            for cap in driver.execute_script(JS_CAPTIONS):
+                failures.append(f"{page}: caption with no image above it: {cap!r}")
             # internal links
             for href in set(driver.execute_script(JS_LINKS)):
                 if not href.startswith(base):
@@ -158,7 +218,9 @@ def check(html_dir: Path, shots: Path) -> int:
     finally:
         driver.quit()
         server.shutdown()
-    print(f"checked {len(pages)} pages, {n_images} images, {n_links} internal links; screenshots in {shots}")
+    print(f"checked {len(pages)} pages, {n_images} images, {n_links} internal links, {n_figures} drawing cells; "
+          f"screenshots in {shots}")
+    print("images in cell outputs per chapter: " + ", ".join(f"{Path(p).stem} {n}" for p, n in per_page.items()))
     if external:
         print(f"{len(external)} request(s) to outside hosts failed (no network here; not counted as errors):")
         for e in external:

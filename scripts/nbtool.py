@@ -27,8 +27,16 @@ def new_notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     return nb
 
 
+def kernel_environment() -> None:
+    """The environment of a kernel that executes a chapter for the book (as ``scripts/_venv.sh``):
+    the explorers draw their static figure, and matplotlib uses IPython's inline backend (a
+    non-interactive ``MPLBACKEND`` such as Agg would drop every figure from the outputs)."""
+    os.environ.setdefault("SDMAD_STATIC", "1")
+    os.environ.pop("MPLBACKEND", None)
+
+
 def execute(path: Path, timeout: int = 900) -> None:
-    os.environ.setdefault("SDMAD_STATIC", "1")  # committed outputs carry the explorers' static figures
+    kernel_environment()  # committed outputs carry the figures and the explorers' static figures
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     for cell in nb.cells:  # keep notebooks free of machine-specific metadata

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _mini_book(tmp_path: Path, code: str) -> Path:
+def _mini_book(tmp_path: Path, code: str, after: str | None = None) -> Path:
     book = tmp_path / "book"
     book.mkdir(parents=True)
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -28,13 +28,18 @@ def _mini_book(tmp_path: Path, code: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_markdown_cell("# NB"), nbformat.v4.new_code_cell(code)]
+    if after is not None:
+        nb.cells.append(nbformat.v4.new_markdown_cell(after))
     nbformat.write(nb, book / "nb.ipynb")
     return book
 
 
-def _build(book: Path) -> subprocess.CompletedProcess:
+def _build(book: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    e = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"} | (env or {})
     return subprocess.run([str(BIN / "jupyter-book"), "build", str(book), "-W", "-n", "--keep-going"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=e)
 
 
 @pytest.mark.slow
@@ -61,3 +66,36 @@ def test_browser_check_catches_broken_link_and_image(tmp_path, monkeypatch):
     page = html / "nb.html"
     page.write_text(page.read_text().replace("</article>", '<a href="missing.html">x</a><img src="nope.png"></article>', 1))
     assert chk.check(html, tmp_path / "shots2") == 1
+
+
+FIGURE = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2), dpi=40)\nax.plot([0, 1], [1, 0])"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromedriver") or Path("/usr/bin/chromedriver").exists()),
+                    reason="chromium-driver is not installed (.ci/run installs it)")
+def test_browser_check_catches_a_missing_figure(tmp_path, monkeypatch, capsys):
+    """A drawing cell whose figure is not on the page fails the check: the figure's <img> removed
+    from the built page, and a kernel whose matplotlib backend drops figures (MPLBACKEND=Agg)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import check_book_html as chk
+
+    book = _mini_book(tmp_path / "ok", FIGURE, "*Figure: a line.*")
+    assert _build(book).returncode == 0
+    html = book / "_build" / "html"
+    monkeypatch.setattr(chk, "ROOT", book)
+    assert chk.check(html, tmp_path / "s1") == 0
+    page = html / "nb.html"
+    text = page.read_text()
+    start = text.index("<img", text.index('class="cell_output'))
+    page.write_text(text[:start] + text[text.index(">", start) + 1:])  # the figure's <img> removed
+    capsys.readouterr()
+    assert chk.check(html, tmp_path / "s2") == 1
+    out = capsys.readouterr().out
+    assert "code cell 1 draws a figure" in out and "caption with no image above it" in out
+
+    agg = _mini_book(tmp_path / "agg", FIGURE)
+    assert _build(agg, {"MPLBACKEND": "Agg"}).returncode == 0
+    monkeypatch.setattr(chk, "ROOT", agg)
+    assert chk.check(agg / "_build" / "html", tmp_path / "s3") == 1
+    assert "MPLBACKEND=Agg" in capsys.readouterr().out
