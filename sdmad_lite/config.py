@@ -8,6 +8,7 @@ the key (never silently ignored).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 import typing
@@ -17,7 +18,10 @@ from typing import Any
 
 import yaml
 
-PROFILE_ENV = "SDMAD_PROFILE"
+from . import settings
+from .io import PACKAGE_DIR, atomic_write
+
+PROFILE_ENV = settings.PROFILE
 
 
 class ConfigError(ValueError):
@@ -71,7 +75,7 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str | None = None) -> Profile:
     """Return the profile named by ``name``, else by ``$SDMAD_PROFILE``, else ``offline``."""
-    chosen = name or os.environ.get(PROFILE_ENV) or "offline"
+    chosen = name or settings.profile_name() or "offline"
     chosen = chosen.strip().lower()
     if chosen not in PROFILES:
         raise ConfigError(
@@ -171,6 +175,26 @@ class SelectionConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """The linear probe: logistic regression per category (and the anchor) on the frozen embedding."""
+
+    weight_decay: float = 1e-3
+    steps: int = 300  # L-BFGS iterations
+    lr: float = 0.5
+    scale: float = 10.0  # the normalised embedding is multiplied by this before the linear layer
+
+
+@dataclass
+class CoopConfig:
+    """Learned prompt context (CoOp): context vectors before the category name and the anchors."""
+
+    n_ctx: int = 4
+    epochs: int = 100
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one run needs; ``profile`` is recorded in every result."""
 
@@ -186,6 +210,8 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    coop: CoopConfig = field(default_factory=CoopConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -264,14 +290,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _known_methods() -> tuple[str, ...] | None:
-    """SD-MAD's variants and the baselines (imported lazily: they live with the experiments)."""
-    try:
-        from .experiments import ALL_METHODS
-        from .models.baselines import UNAVAILABLE
-    except ImportError:  # a part of the library that is not built yet
-        return None
-    return tuple(ALL_METHODS) + tuple(m for m in UNAVAILABLE if m not in ALL_METHODS)
+#: the registry of methods (names, families, overlays): read here to check names at load, and by
+#: ``sdmad_lite.methods``, which binds each family to its code
+METHODS_FILE = PACKAGE_DIR / "configs" / "methods.yaml"
+
+
+def method_registry() -> dict[str, dict[str, Any]]:
+    """``configs/methods.yaml``: method name -> {family, description, overrides, unavailable}."""
+    return _read_registry(METHODS_FILE.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_registry(_mtime: int) -> dict[str, dict[str, Any]]:
+    raw = yaml.safe_load(METHODS_FILE.read_text()) or {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError(f"{METHODS_FILE}: expected a mapping of method name -> settings")
+    return raw
 
 
 def _check_choices(cfg: "ExperimentConfig", where: str) -> None:
@@ -286,13 +320,13 @@ def _check_choices(cfg: "ExperimentConfig", where: str) -> None:
             if value not in allowed:
                 at = f"{key}[{i}]" if isinstance(obj, list) else key
                 raise ConfigError(f"{where}.{at}: unknown value {value!r}; choose one of {', '.join(allowed)}")
+    registry = method_registry()
+    if cfg.method not in registry:
+        runnable = [n for n, e in registry.items() if not e.get("unavailable")]
+        raise ConfigError(f"{where}.method: unknown method {cfg.method!r}; choose one of {', '.join(runnable)}")
     dev = cfg.model.device
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ConfigError(f"{where}.model.device: unknown device {dev!r}; choose auto, cpu, cuda or cuda:N")
-    if cfg.method != ExperimentConfig.method:  # the default needs no import
-        methods = _known_methods()
-        if methods is not None and cfg.method not in methods:
-            raise ConfigError(f"{where}.method: unknown method {cfg.method!r}; choose one of {', '.join(methods)}")
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -311,10 +345,7 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML (atomically: write a temporary file, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, p)
+    atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def default_config(profile: str | None = None, **overrides: Any) -> ExperimentConfig:
@@ -327,15 +358,15 @@ def default_config(profile: str | None = None, **overrides: Any) -> ExperimentCo
         cfg.data.dataset = "chestmnist"
     elif prof.data == "original":
         cfg.data.dataset = "chestxray14"
-    merged = _deep_update(cfg.to_dict(), overrides)
+    merged = deep_update(cfg.to_dict(), overrides)
     return ExperimentConfig.from_dict(merged, where="overrides")
 
 
-def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+def deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in upd.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_update(out[k], v)
+            out[k] = deep_update(out[k], v)
         else:
             out[k] = v
     return out

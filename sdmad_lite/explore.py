@@ -16,7 +16,7 @@ displays whichever there is.
 """
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
@@ -24,17 +24,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import engine as E
+from . import settings
+from .data.phantoms.catalogue import get_modality
+from .data.phantoms.gallery import sign_figure
+from .methods.sdmad import branch_features
+from .task import Task
+from .train import Predictions, one_thread
 
 
 def interactive() -> bool:
-    """Whether to show widgets: True unless ``SDMAD_STATIC`` is set to a non-empty value other than 0."""
-    return os.environ.get("SDMAD_STATIC", "") in ("", "0")
+    """Whether to show widgets: True unless ``SDMAD_STATIC=1`` (the book build)."""
+    return not settings.static_figures()
 
 
 def show(explorer: "Explorer") -> None:
     """Display the explorer's app (a live notebook) or, when it has none (the book), its figure."""
-    from IPython.display import Image, display
+    from IPython.display import Image, display  # the book extra (a notebook has it)
 
     if explorer.app is not None:
         display(explorer.app)
@@ -58,7 +63,7 @@ class ImageView:
     sign_map: np.ndarray
 
 
-def image_view(task: E.Task, head, text, pred: E.Predictions, index: int, category: int | None = None,
+def image_view(task: Task, head, text, pred: Predictions, index: int, category: int | None = None,
                mode: str = "side") -> ImageView:
     """Compute what the explorer shows for test image ``index`` (``category``: default its top score)."""
     n = len(task.test_feats)
@@ -69,10 +74,10 @@ def image_view(task: E.Task, head, text, pred: E.Predictions, index: int, catego
     if not 0 <= c < len(task.categories):
         raise IndexError(f"category {category} does not exist: {len(task.categories)} categories (0..{len(task.categories) - 1})")
     feats = task.test_feats.subset([index])
-    with torch.no_grad(), E.one_thread(mode != "residual"):
-        u = E.branch_features(head, task, feats, mode)
+    with torch.no_grad(), one_thread(mode != "residual"):
+        u = branch_features(head, task, feats, mode)
         sims = head.sign_similarities(u, text)[0, c].numpy()
-        pu = E.branch_features(head, task, feats, mode, tokens="patches")
+        pu = branch_features(head, task, feats, mode, tokens="patches")
         g = task.backbone.grid
         smap = head.sign_maps(pu, text)[0, c].reshape(g, g).numpy()
     real = np.asarray(text.sign_mask[c], bool)
@@ -80,7 +85,7 @@ def image_view(task: E.Task, head, text, pred: E.Predictions, index: int, catego
                      sims[real], np.asarray(text.active[c], bool)[real], smap)
 
 
-def image_figure(task: E.Task, head, text, pred: E.Predictions, index: int, category: int | None = None,
+def image_figure(task: Task, head, text, pred: Predictions, index: int, category: int | None = None,
                  mode: str = "side", view: ImageView | None = None):
     """Image + map, category scores, and sign similarities of one test image (a matplotlib Figure)."""
     v = view or image_view(task, head, text, pred, index, category, mode)
@@ -113,7 +118,6 @@ def image_figure(task: E.Task, head, text, pred: E.Predictions, index: int, cate
 
 def _png(fig) -> bytes:
     """The figure as PNG bytes (for an ``ipywidgets.Image``), then closed."""
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
@@ -135,7 +139,7 @@ def _static(figure) -> Explorer:
     return Explorer(None, {}, figure)
 
 
-def image_explorer(task: E.Task, head, text, pred: E.Predictions, mode: str = "side", index: int = 0,
+def image_explorer(task: Task, head, text, pred: Predictions, mode: str = "side", index: int = 0,
                    widgets: bool | None = None) -> Explorer:
     """Pick a test image and a category; see the scores, the sign similarities and the map.
 
@@ -143,7 +147,7 @@ def image_explorer(task: E.Task, head, text, pred: E.Predictions, mode: str = "s
     """
     if not (interactive() if widgets is None else widgets):
         return _static(image_figure(task, head, text, pred, index, None, mode))
-    import ipywidgets as W
+    import ipywidgets as W  # the book extra (a notebook has it)
 
     img = W.BoundedIntText(value=index, min=0, max=len(task.test_feats) - 1, description="test image")
     cat = W.Dropdown(options=[("top-scored", -1)] + [(c, i) for i, c in enumerate(task.categories)], value=-1,
@@ -165,7 +169,6 @@ def image_explorer(task: E.Task, head, text, pred: E.Predictions, mode: str = "s
 def phantom_figure(modality: str = "chest", categories: tuple[str, ...] = (), seed: int = 0, conspicuity: float = 1.0,
                    noise: float = 1.0, size: int = 224):
     """One phantom of the chosen categories, every drawn sign's mask outlined and named."""
-    from .data.phantoms.gallery import sign_figure
 
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     sign_figure(modality, seed, labels=list(categories), size=size, ax=ax, label_size=9, conspicuity=conspicuity,
@@ -184,9 +187,8 @@ def phantom_explorer(modality: str = "chest", categories: tuple[str, ...] = (), 
     """
     if not (interactive() if widgets is None else widgets):
         return _static(phantom_figure(modality, tuple(categories), seed))
-    import ipywidgets as W
+    import ipywidgets as W  # the book extra (a notebook has it)
 
-    from .data.phantoms.catalogue import get_modality
 
     mod = W.Dropdown(options=["chest", "oct", "brain"], value=modality, description="modality")
     cats = W.SelectMultiple(options=get_modality(modality).categories, value=tuple(categories), rows=6,

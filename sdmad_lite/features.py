@@ -1,8 +1,9 @@
-"""Frozen features and their cache.
+"""Frozen features and their caches: image taps and embeddings, and text embeddings.
 
-The backbone is frozen, so what it computes for an image never changes: the taps (tokens
-after the adapted blocks) and the final image embedding are computed once per (backbone,
-dataset) and kept on disk under ``cache_dir()/features``. The side adapters read the taps
+The backbone is frozen, so what it computes for an image or a text never changes: the taps
+(tokens after the adapted blocks) and the final image embedding are computed once per (backbone,
+dataset) and kept on disk under ``cache_dir("features")``; text embeddings once per (encoder,
+text) under ``cache_dir("text_embeddings")`` (:class:`TextEmbeddings`). The side adapters read the taps
 directly; the residual adapters resume the frozen forward pass from the first adapted block
 (``Backbone.forward_image(start_block=..., stream=...)``), so for them the cache is exact up
 to that block.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .paths import cache_dir
+from .io import atomic_write, cache_dir
 
 
 class NonFiniteFeaturesError(ValueError):
@@ -83,7 +84,7 @@ def cache_key(backbone_key: str, dataset_key: dict, taps: Sequence[int]) -> str:
 def cached_features(backbone, dataset_key: dict, get_image: Callable[[int], np.ndarray], n: int,
                     taps: Sequence[int], use_cache: bool = True, progress: bool = False) -> Features:
     """:func:`extract`, memoised on disk by (backbone, dataset, taps); written atomically."""
-    path = cache_dir() / "features" / f"{cache_key(backbone.key, dataset_key, taps)}.pt"
+    path = cache_dir("features") / f"{cache_key(backbone.key, dataset_key, taps)}.pt"
     if use_cache and path.is_file():
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
@@ -96,8 +97,95 @@ def cached_features(backbone, dataset_key: dict, get_image: Callable[[int], np.n
     feats = extract(backbone, get_image, n, taps, progress=progress)
     feats.check_finite(f"features of {dataset_key}")
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"taps": {str(b): t for b, t in feats.taps.items()}, "pooled": feats.pooled}, tmp)
-        os.replace(tmp, path)
+        blob = {"taps": {str(b): t for b, t in feats.taps.items()}, "pooled": feats.pooled}
+        atomic_write(path, lambda p: torch.save(blob, p))
     return feats
+
+
+# ----------------------------------------------------------------------------- text embeddings
+class TextEmbeddings:
+    """L2-normalised text embeddings of one encoder, cached on disk by (model key, text).
+
+    ``encode_fn(list[str]) -> Tensor (n, D)`` is the text encoder (run under ``no_grad``);
+    ``model_key`` must identify the encoder *and its weights*. Only texts not yet cached are
+    encoded, in batches; the cache is one file per model key, written atomically (merged with
+    what another process wrote meanwhile), with this object's memory on top. Get the instance of
+    an encoder with :meth:`of` (one per model key in a process).
+    """
+
+    _INSTANCES: dict[str, "TextEmbeddings"] = {}
+
+    def __init__(self, encode_fn: Callable[[list[str]], torch.Tensor], model_key: str, batch_size: int = 256):
+        self.encode_fn, self.model_key, self.batch_size = encode_fn, model_key, batch_size
+        self.memory: dict[str, tuple[str, torch.Tensor]] = {}
+
+    @classmethod
+    def of(cls, encode_fn: Callable[[list[str]], torch.Tensor], model_key: str) -> "TextEmbeddings":
+        if model_key not in cls._INSTANCES:
+            cls._INSTANCES[model_key] = cls(encode_fn, model_key)
+        return cls._INSTANCES[model_key]
+
+    @property
+    def path(self) -> Path:
+        return cache_dir("text_embeddings") / f"{hashlib.sha256(self.model_key.encode('utf-8')).hexdigest()[:32]}.pt"
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.model_key}\x00{text}".encode("utf-8")).hexdigest()
+
+    def _read(self) -> dict[str, tuple[str, torch.Tensor]]:
+        path = self.path
+        if not path.exists():
+            return {}
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("model_key") != self.model_key:
+                return {}
+            return {k: (t, v) for k, t, v in zip(blob["keys"], blob["texts"], blob["vectors"])}
+        except Exception as e:  # noqa: BLE001 — a corrupt cache file is rebuilt, never trusted
+            warnings.warn(f"ignoring unreadable text-embedding cache {path}: {e}", stacklevel=3)
+            return {}
+
+    def _write(self, entries: dict[str, tuple[str, torch.Tensor]]) -> None:
+        keys = list(entries)
+        blob = {"format": 1, "model_key": self.model_key, "keys": keys, "texts": [entries[k][0] for k in keys],
+                "vectors": torch.stack([entries[k][1] for k in keys])}
+        atomic_write(self.path, lambda p: torch.save(blob, p))
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings ``(N, D)`` (CPU, float32) of ``texts``; an empty list gives ``(0, 0)``."""
+        texts = list(texts)
+        if not texts:
+            return torch.empty(0, 0)
+        mem = self.memory
+        keys = [self._key(t) for t in texts]
+        if any(k not in mem for k in keys):
+            mem.update({k: v for k, v in self._read().items() if k not in mem})
+        missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in mem))
+        if missing:
+            dim = next(iter(mem.values()))[1].shape[-1] if mem else None
+            for i in range(0, len(missing), self.batch_size):
+                batch = missing[i:i + self.batch_size]
+                with torch.no_grad():
+                    out = torch.as_tensor(self.encode_fn(batch)).detach().float().cpu()
+                if out.ndim != 2 or out.shape[0] != len(batch):
+                    raise ValueError(f"encode_fn returned shape {tuple(out.shape)} for {len(batch)} texts")
+                if dim is not None and out.shape[1] != dim:
+                    raise ValueError(f"encode_fn returned dimension {out.shape[1]} but the cache of model key "
+                                     f"{self.model_key!r} holds dimension {dim}: use another model_key or clear()")
+                dim = out.shape[1]
+                out = torch.nn.functional.normalize(out, dim=-1)
+                for t, v in zip(batch, out):
+                    mem[self._key(t)] = (t, v.clone())
+            disk = self._read()  # merge what another process may have written
+            disk.update(mem)
+            self._write(disk)
+        return torch.stack([mem[k][1] for k in keys])
+
+    def mean(self, texts: Sequence[str]) -> torch.Tensor:
+        """The normalised mean embedding of ``texts`` (a prompt ensemble), ``(D,)``."""
+        return torch.nn.functional.normalize(self(texts).mean(0), dim=-1)
+
+    def clear(self) -> None:
+        """Forget this encoder's cached embeddings, on disk and in memory."""
+        self.memory.clear()
+        self.path.unlink(missing_ok=True)

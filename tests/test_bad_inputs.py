@@ -21,6 +21,7 @@ from PIL import Image
 
 from sdmad_lite import config as C
 from sdmad_lite import metrics as M
+from sdmad_lite import protocols as P
 from sdmad_lite.cli import main
 from sdmad_lite.data import tables
 from sdmad_lite.data.datasets import ChestXray14Dataset, DatasetNotFoundError, MedMNISTDataset, OCT2017Dataset
@@ -28,8 +29,8 @@ from sdmad_lite.data.fewshot import PoolTooSmallError, sample_few_shot
 from sdmad_lite.data.images import ImageLoadError, load_image
 from sdmad_lite.data.phantoms.world import render
 from sdmad_lite.features import Features, NonFiniteFeaturesError, cache_key, cached_features
-from sdmad_lite.paths import RESOURCES
-from sdmad_lite.signs.bank import SignBank, SignFileError, SignFileWarning
+from sdmad_lite.io import RESOURCES
+from sdmad_lite.signs import SignBank, SignFileError, SignFileWarning
 
 SAMPLES = RESOURCES / "samples"
 
@@ -163,8 +164,8 @@ def test_category_without_positives_in_the_evaluation_split():
     s, anchor = rng.random((12, 3)), rng.random(12)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning (mean of empty slice), no sklearn warning
-        per = M.evaluate_per_anomaly(s, y, [0.5] * 3)
-        integ = M.evaluate_integrated(s, anchor, y, [0.5] * 3, 0.5)
+        per = P.evaluate_per_anomaly(s, y, [0.5] * 3)
+        integ = P.evaluate_integrated(s, anchor, y, [0.5] * 3, 0.5)
         none = M.macro_auroc(np.zeros((5, 2), np.int8), rng.random((5, 2)))
     assert per["n_positive"].tolist() == [4, 4, 0]
     assert np.isnan(per["per_category_auroc"][2]) and np.isnan(per["per_category_f1"][2])
@@ -290,11 +291,11 @@ def test_profile_needing_the_network_without_one(monkeypatch):
 
 
 def test_cli_run_with_a_network_profile_without_network(tmp_path, monkeypatch, capsys):
-    from sdmad_lite import experiments as X
+    from sdmad_lite import task as T
 
     monkeypatch.setattr(C, "network_available", lambda *a, **k: False)
-    monkeypatch.setattr(X, "_weights_cached", lambda cfg: False)
-    monkeypatch.setattr(X, "_BACKBONES", {})
+    monkeypatch.setattr(T, "weights_cached", lambda name, pretrained: False)
+    monkeypatch.setattr(T, "_BACKBONES", {})
     cfg = tmp_path / "colab.yaml"
     cfg.write_text("profile: colab\nmodel: {backbone: ViT-B-16, pretrained: openai}\n"
                    f"data: {{dataset: chestmnist, root: {tmp_path}}}\n")
@@ -357,7 +358,7 @@ def test_a_good_checkpoint_loads_without_a_random_init_warning(phantomclip_state
 
 
 def test_missing_weights_never_fall_back_to_random(tmp_path, monkeypatch):
-    from sdmad_lite import experiments as X
+    from sdmad_lite import task as T
     from sdmad_lite.models import backbone as BB
 
     with pytest.raises(BB.BackboneError, match=r"checkpoint not found: .*nope\.pt\. For phantomclip-tiny, pretrained is "
@@ -367,9 +368,9 @@ def test_missing_weights_never_fall_back_to_random(tmp_path, monkeypatch):
     with pytest.raises(BB.BackboneError, match=r"checkpoint not found: .*phantomclip-tiny\.pt\. Build it with "
                                                r"`sdmad pretrain-phantomclip`"):
         BB.load("phantomclip-tiny", pretrained="default")
-    monkeypatch.setattr(X, "_BACKBONES", {})  # the run path ("shipped" in a config) too
+    monkeypatch.setattr(T, "_BACKBONES", {})  # the run path ("shipped" in a config) too
     with pytest.raises(BB.BackboneError, match="checkpoint not found"):
-        X.get_backbone(C.ExperimentConfig())
+        T.get_backbone(C.ExperimentConfig())
 
 
 def test_shipped_checkpoint_with_a_wrong_sha256(tmp_path, monkeypatch, phantomclip_state):
@@ -433,7 +434,7 @@ def test_nan_features_are_refused_and_a_nan_cache_entry_is_recomputed(tmp_path, 
         cached_features(_FakeBackbone(float("nan")), key, img, 3, [2])
     path = tmp_path / "features" / f"{cache_key('fake|none', key, [2])}.pt"
     assert not path.exists()  # NaN features are never cached
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"taps": {"2": torch.full((3, 2, 4), float("nan"))}, "pooled": torch.ones(3, 4)}, path)
     feats = cached_features(_FakeBackbone(1.0), key, img, 3, [2])  # the NaN entry is not trusted
     assert torch.isfinite(feats.taps[2].float()).all()
@@ -447,7 +448,7 @@ def test_metrics_with_nan_or_inf_scores():
                                                  r"features contain NaN/inf — check the model/checkpoint"):
         M.macro_auroc(y, s)
     with pytest.raises(M.MetricInputError, match=r"anchor contains 0 NaN and 1 inf"):
-        M.evaluate_integrated(np.nan_to_num(s), np.array([0.1, np.inf, 0.2]), y, [0.5, 0.5], 0.5)
+        P.evaluate_integrated(np.nan_to_num(s), np.array([0.1, np.inf, 0.2]), y, [0.5, 0.5], 0.5)
 
 
 # =========================================================================== the CLI and run folders
@@ -500,7 +501,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
 
 def test_cli_recognises_library_errors_but_not_bugs():
     from sdmad_lite.cli import user_errors
-    from sdmad_lite.experiments import RunExistsError
+    from sdmad_lite.run import RunExistsError
     from sdmad_lite.models.backbone import BackboneError
 
     errors = user_errors()

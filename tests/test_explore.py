@@ -17,17 +17,17 @@ from sdmad_lite import explore as X  # noqa: E402
 def trained(tmp_path_factory):
     import os
 
-    from sdmad_lite import engine as E
+    from sdmad_lite import methods
     from sdmad_lite.config import ExperimentConfig
-    from sdmad_lite.experiments import get_task
+    from sdmad_lite.task import get_task
 
     os.environ["SDMAD_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     cfg = ExperimentConfig.from_dict({"seed": 1, "k_shot": 2, "model": {"adapter_hidden": 16},
                                       "data": {"n_test": 12, "n_pool": 300, "image_size": 64},
                                       "train": {"epochs": 3}})
     task = get_task(cfg)
-    sup = E.draw_support(task, cfg.k_shot, cfg.seed, cfg.train.val_fraction)
-    pred, res = E.predict_sdmad(task, sup, cfg)
+    sup = task.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction)
+    pred, res = methods.predict(task, sup, cfg)
     text = task.text.with_active(torch.as_tensor(pred.kept))
     yield task, res.head, text, pred
     os.environ.pop("SDMAD_CACHE")

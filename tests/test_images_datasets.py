@@ -14,7 +14,7 @@ from sdmad_lite.data.datasets import (
     fastmri_slice_filename,
 )
 from sdmad_lite.data.images import ImageLoadError, load_image, save_image, to_pil
-from sdmad_lite.paths import RESOURCES
+from sdmad_lite.io import RESOURCES
 
 SAMPLES = RESOURCES / "samples"
 

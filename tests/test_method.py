@@ -1,4 +1,4 @@
-"""SD-MAD's pieces on hand-computed cases, and the engine end to end on a tiny phantom task."""
+"""SD-MAD's pieces on hand-computed cases, and a run end to end on a tiny phantom task."""
 import math
 
 import numpy as np
@@ -104,7 +104,7 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_is_deterministic_and_complete(tmp_path, cache):
-    from sdmad_lite.experiments import run
+    from sdmad_lite.run import run
 
     cfg = tiny_config(tmp_path)
     a = run(cfg, tmp_path / "a")
@@ -122,7 +122,7 @@ def test_run_is_deterministic_and_complete(tmp_path, cache):
 
 @pytest.mark.slow
 def test_existing_run_is_not_overwritten(tmp_path, cache):
-    from sdmad_lite.experiments import RunExistsError, run
+    from sdmad_lite.run import RunExistsError, run
 
     cfg = tiny_config(tmp_path, protocols=["integrated"])
     run(cfg, tmp_path / "r")
@@ -135,17 +135,17 @@ def test_existing_run_is_not_overwritten(tmp_path, cache):
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, cache):
-    from sdmad_lite import engine as E
-    from sdmad_lite.experiments import get_task
+    from sdmad_lite.methods.sdmad import train_head
+    from sdmad_lite.task import get_task
 
     cfg = tiny_config(tmp_path)
     task = get_task(cfg)
-    sup = E.draw_support(task, cfg.k_shot, cfg.seed, cfg.train.val_fraction)
-    full = E.train_head(task, sup, cfg)
+    sup = task.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction)
+    full = train_head(task, sup, cfg)
     ck = tmp_path / "ck.pt"
-    part = E.train_head(task, sup, cfg, checkpoint=ck, checkpoint_every=5, stop_after=5)
+    part = train_head(task, sup, cfg, checkpoint=ck, checkpoint_every=5, stop_after=5)
     assert len(part.history) == 5 and ck.is_file()
-    resumed = E.train_head(task, sup, cfg, checkpoint=ck, checkpoint_every=5)
+    resumed = train_head(task, sup, cfg, checkpoint=ck, checkpoint_every=5)
     assert resumed.resumed_from == 5
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
     for (k1, v1), (k2, v2) in zip(full.head.state_dict().items(), resumed.head.state_dict().items()):
@@ -155,7 +155,8 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, cache):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["zeroshot-names", "zeroshot-signs", "linear-probe", "mvfa", "coop"])
 def test_baselines_run(tmp_path, cache, method):
-    from sdmad_lite.experiments import config_for, run
+    from sdmad_lite.methods import config_for
+    from sdmad_lite.run import run
 
     row = run(config_for(method, tiny_config(tmp_path, protocols=["integrated"])))
     assert 0.0 <= row["integrated.subset_accuracy"] <= 1.0 and row["method"] == method
@@ -163,7 +164,7 @@ def test_baselines_run(tmp_path, cache, method):
 
 @pytest.mark.slow
 def test_residual_variant_runs(tmp_path, cache):
-    from sdmad_lite.experiments import run
+    from sdmad_lite.run import run
 
     row = run(tiny_config(tmp_path, model={"adapter_mode": "residual", "pretrained": None, "adapter_hidden": 16},
                           train={"epochs": 3}, protocols=["integrated"]))
@@ -173,7 +174,7 @@ def test_residual_variant_runs(tmp_path, cache):
 @pytest.mark.slow
 def test_real_dataset_path_on_a_tiny_medmnist_file(tmp_path, cache):
     """The colab profile's data path (ChestMNIST npz → task → run), on a file the test writes."""
-    from sdmad_lite.experiments import run
+    from sdmad_lite.run import run
 
     rng = np.random.default_rng(0)
 
@@ -214,9 +215,6 @@ def _reference_branch_features(head, backbone, taps, mode):
 @pytest.mark.parametrize("mode", ["side", "residual"])
 def test_stacked_adapters_equal_one_adapter_per_branch(mode):
     """The batched computation (all branches, all blocks at once) is the paper's per-branch adapter."""
-    from types import SimpleNamespace
-
-    from sdmad_lite import engine as E
     from sdmad_lite.models.backbone import load
     from sdmad_lite.models.sdmad import SDMADHead
 
@@ -230,8 +228,7 @@ def test_stacked_adapters_equal_one_adapter_per_branch(mode):
     x = torch.randint(0, 255, (5, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
         _, taps = bb.forward_image(bb.prepare(x), taps=blocks)
-        feats = SimpleNamespace(taps=taps)
-        got = E.branch_features(head, SimpleNamespace(backbone=bb), feats, mode)
+        got = head(taps, bb, mode)
         want = _reference_branch_features(head, bb, taps, mode)
     assert got.shape == (5, 4, 4, bb.embed_dim)
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
@@ -252,21 +249,23 @@ def test_stacked_adapters_draw_the_same_init_as_linear_layers():
 
 @pytest.mark.slow
 def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monkeypatch):
-    from sdmad_lite import experiments as X
+    from sdmad_lite import methods, sweep
+    from sdmad_lite import run as R
+    from sdmad_lite.task import get_task
 
     # the shipped weights: with random ones (pretrained None) every process would draw its own backbone
-    cfgs = [X.config_for(m, tiny_config(tmp_path, seed=s, protocols=["integrated"], train={"epochs": 3},
+    cfgs = [methods.config_for(m, tiny_config(tmp_path, seed=s, protocols=["integrated"], train={"epochs": 3},
                                         model={"pretrained": "shipped"}))
             for s, m in ((0, "sdmad"), (1, "sdmad"), (1, "linear-probe"))]
-    X.get_task(cfgs[0])  # features and text bank into the disk cache, which the workers read
-    par = X.run_many(cfgs, workers=2)  # two spawned processes, results into the cache
+    get_task(cfgs[0])  # features and text bank into the disk cache, which the workers read
+    par = R.run_many(cfgs, workers=2)  # two spawned processes, results into the cache
     assert [(r["method"], r["seed"]) for r in par] == [(c.method, c.seed) for c in cfgs]  # input order
     monkeypatch.setenv("SDMAD_NO_RESULT_CACHE", "1")
-    seq = X.run_many(cfgs, workers=1)  # recomputed here, one after the other
+    seq = R.run_many(cfgs, workers=1)  # recomputed here, one after the other
     for a, b in zip(par, seq):
         assert {k: v for k, v in a.items() if k != "wall_time_s"} == {k: v for k, v in b.items() if k != "wall_time_s"}
     # the sweep's local process pool (the same spawned pool) gives the same rows
-    swept = X.sweep(cfgs[0], ["sdmad"], [0, 1], [cfgs[0].k_shot], tmp_path / "sweep.csv", workers=2)
+    swept = sweep.sweep(cfgs[0], ["sdmad"], [0, 1], [cfgs[0].k_shot], tmp_path / "sweep.csv", workers=2)
     by_seed = {r["seed"]: r for r in swept}
     for want in par[:2]:
         got = by_seed[want["seed"]]
@@ -274,4 +273,4 @@ def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monk
                {k: want[k] for k in ("integrated.subset_accuracy", "integrated.macro_auroc")}
     monkeypatch.setenv("SDMAD_WORKERS", "two")
     with pytest.raises(ValueError, match="SDMAD_WORKERS"):
-        X.default_workers()
+        R.default_workers()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sdmad_lite import metrics as M
+from sdmad_lite import protocols as P
 
 sk = pytest.importorskip("sklearn.metrics")
 
@@ -202,9 +203,26 @@ def test_mean_std_hand_case_and_t_quantile():
     assert (r.low, r.high) == (pytest.approx(2 - half), pytest.approx(2 + half))
     assert r.format() == "200.0 ± 100.0" and r.format(scale=1, digits=2) == "2.00 ± 1.00"
     stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 4, 9, 29, 200):
-        for p in (0.9, 0.975, 0.995):
-            assert M._t_ppf(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+    v = np.array([0.3, 0.5, 0.4, 0.8, 0.1])
+    lo, hi = stats.t.interval(0.9, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    r = M.mean_std(v, level=0.9)
+    assert (r.low, r.high) == (pytest.approx(lo), pytest.approx(hi))
+
+
+def test_paired_test_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    a = np.array([0.61, 0.70, 0.55, 0.66, 0.72, 0.58, np.nan])
+    b = np.array([0.60, 0.64, 0.50, 0.67, 0.65, 0.52, 0.9])
+    r = M.paired_test(a, b)
+    ok = ~np.isnan(a)
+    assert r.n == 6 and r.mean == pytest.approx(float((a[ok] - b[ok]).mean()))
+    assert r.p_t == pytest.approx(stats.ttest_rel(a[ok], b[ok]).pvalue)
+    assert r.p_wilcoxon == pytest.approx(stats.wilcoxon(a[ok] - b[ok]).pvalue)
+    assert r.low < r.mean < r.high
+    same = M.paired_test([0.5, 0.5], [0.5, 0.5])
+    assert same.mean == 0 and math.isnan(same.p_t)
+    with pytest.raises(M.MetricInputError, match="one value per seed"):
+        M.paired_test([1, 2], [1])
 
 
 def test_mean_std_small_and_nan():
@@ -270,14 +288,14 @@ def test_thresholds_only_see_validation_data():
     assert list(inspect.signature(M.choose_thresholds).parameters)[:2] == ["scores_val", "y_val"]
     assert list(inspect.signature(M.choose_binary_threshold).parameters)[:2] == ["anchor_val", "y_abnormal_val"]
     # predictions of the integrated protocol do not depend on the test labels
-    r1 = M.evaluate_integrated(SCORES5, ANCHOR5, Y5, THR5, 0.5)
-    r2 = M.evaluate_integrated(SCORES5, ANCHOR5, 1 - Y5, THR5, 0.5)
+    r1 = P.evaluate_integrated(SCORES5, ANCHOR5, Y5, THR5, 0.5)
+    r2 = P.evaluate_integrated(SCORES5, ANCHOR5, 1 - Y5, THR5, 0.5)
     np.testing.assert_array_equal(r1["y_pred"], r2["y_pred"])
 
 
 # ----------------------------------------------------------------------------- protocols
 def test_integrated_protocol_hand_case():
-    r = M.evaluate_integrated(SCORES5, ANCHOR5, Y5, THR5, anchor_threshold=0.5)
+    r = P.evaluate_integrated(SCORES5, ANCHOR5, Y5, THR5, anchor_threshold=0.5)
     # row 0: anchor below -> normal; row 2: nothing passes -> largest margin (cat 0, -0.05);
     # row 3: both pass; row 4: normal image flagged by the anchor -> cat 1
     np.testing.assert_array_equal(r["y_pred"], [[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1]])
@@ -299,17 +317,17 @@ def test_integrated_protocol_hand_case():
 def test_integrated_protocol_perfect_and_nan_safe():
     y = np.array([[0, 0], [1, 0], [1, 0]])  # category 1 absent from the test set
     s = np.array([[0.1, 0.1], [0.9, 0.2], [0.8, 0.3]])
-    r = M.evaluate_integrated(s, [0.0, 1.0, 1.0], y, [0.5, 0.5], 0.5)
+    r = P.evaluate_integrated(s, [0.0, 1.0, 1.0], y, [0.5, 0.5], 0.5)
     assert r["subset_accuracy"] == r["hamming_score"] == r["hamming_accuracy"] == 1.0
     assert math.isnan(r["per_category_auroc"][2]) and r["n_auroc_defined"] == 2
     assert r["macro_auroc"] == 1.0
     # a test set with no normal image: normal column and binary AUROC undefined, no crash
-    r2 = M.evaluate_integrated(s[1:], [1.0, 1.0], y[1:], [0.5, 0.5], 0.5)
+    r2 = P.evaluate_integrated(s[1:], [1.0, 1.0], y[1:], [0.5, 0.5], 0.5)
     assert math.isnan(r2["binary_auroc"]) and r2["n_auroc_defined"] == 0 and math.isnan(r2["macro_auroc"])
 
 
 def test_per_anomaly_protocol_hand_case():
-    r = M.evaluate_per_anomaly(SCORES5, Y5, THR5)
+    r = P.evaluate_per_anomaly(SCORES5, Y5, THR5)
     # cat 0: images 0,1,3,4 (labels 0,1,1,0; scores .9,.7,.6,.2); cat 1: images 0,2,4
     np.testing.assert_array_equal(r["n_positive"], [2, 1])
     assert r["n_normal"] == 2
@@ -323,7 +341,7 @@ def test_per_anomaly_protocol_hand_case():
 
 def test_per_anomaly_nan_safe():
     y = np.array([[0, 0], [1, 0], [0, 0]])
-    r = M.evaluate_per_anomaly(np.array([[0.1, 0.2], [0.9, 0.3], [0.2, 0.1]]), y, 0.5)
+    r = P.evaluate_per_anomaly(np.array([[0.1, 0.2], [0.9, 0.3], [0.2, 0.1]]), y, 0.5)
     assert r["per_category_auroc"][0] == 1.0
     assert np.isnan(r["per_category_auroc"][1]) and np.isnan(r["per_category_f1"][1])
     assert r["n_auroc_defined"] == r["n_f1_defined"] == 1 and r["mean_auroc"] == 1.0
@@ -332,7 +350,7 @@ def test_per_anomaly_nan_safe():
 def test_open_set_protocol_hand_case():
     y = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1], [1, 0, 1], [1, 0, 0], [0, 1, 0]])
     anchor = np.array([0.2, 0.55, 0.7, 0.4, 0.9, 0.3])
-    r = M.evaluate_open_set(anchor, y, held_out=[2], anchor_threshold=0.5)
+    r = P.evaluate_open_set(anchor, y, held_out=[2], anchor_threshold=0.5)
     assert (r["n_normal"], r["n_only_held_out"], r["n_any_held_out"], r["n_seen"]) == (2, 1, 2, 2)
     assert r["auroc_only_held_out"] == pytest.approx(1.0)  # 0.7 vs 0.2, 0.55
     assert r["auroc_any_held_out"] == pytest.approx(3 / 4)  # 0.7 and 0.4 vs 0.2, 0.55
@@ -340,12 +358,12 @@ def test_open_set_protocol_hand_case():
     assert r["recall_only_held_out"] == 1.0 and r["recall_any_held_out"] == 0.5
     assert r["false_positive_rate"] == 0.5  # 0.55 >= 0.5
     # no image of the held-out category: NaN, not an error
-    r2 = M.evaluate_open_set(anchor[[0, 1, 4]], y[[0, 1, 4]], [2], 0.5)
+    r2 = P.evaluate_open_set(anchor[[0, 1, 4]], y[[0, 1, 4]], [2], 0.5)
     assert r2["n_only_held_out"] == 0 and math.isnan(r2["auroc_only_held_out"]) and math.isnan(r2["recall_any_held_out"])
     with pytest.raises(M.MetricInputError, match="held_out"):
-        M.evaluate_open_set(anchor, y, [3], 0.5)
+        P.evaluate_open_set(anchor, y, [3], 0.5)
     with pytest.raises(M.MetricInputError, match="held_out"):
-        M.evaluate_open_set(anchor, y, [], 0.5)
+        P.evaluate_open_set(anchor, y, [], 0.5)
 
 
 # ----------------------------------------------------------------------------- input validation
@@ -353,9 +371,9 @@ def test_shape_mismatch_names_both_shapes():
     with pytest.raises(M.MetricInputError, match=r"\(3, 2\).*\(3, 3\)"):
         M.subset_accuracy(np.zeros((3, 2)), np.zeros((3, 3)))
     with pytest.raises(M.MetricInputError, match=r"\(5, 2\).*\(4,\)"):
-        M.evaluate_integrated(SCORES5, ANCHOR5[:4], Y5, THR5, 0.5)
+        P.evaluate_integrated(SCORES5, ANCHOR5[:4], Y5, THR5, 0.5)
     with pytest.raises(M.MetricInputError, match="thresholds"):
-        M.evaluate_integrated(SCORES5, ANCHOR5, Y5, [0.5, 0.5, 0.5], 0.5)
+        P.evaluate_integrated(SCORES5, ANCHOR5, Y5, [0.5, 0.5, 0.5], 0.5)
     with pytest.raises(M.MetricInputError, match="2-D"):
         M.macro_f1([0, 1], [0, 1])
 
@@ -371,7 +389,7 @@ def test_nan_scores_are_reported():
     s = SCORES5.copy()
     s[1, 0], s[3, 1] = np.nan, np.inf
     with pytest.raises(M.MetricInputError, match=r"1 NaN and 1 inf .*rows 1, 3.*check the model/checkpoint"):
-        M.evaluate_integrated(s, ANCHOR5, Y5, THR5, 0.5)
+        P.evaluate_integrated(s, ANCHOR5, Y5, THR5, 0.5)
     with pytest.raises(M.MetricInputError, match="NaN"):
         M.binary_auroc(Y5, [0.1, np.nan, 0.2, 0.3, 0.4])
     with pytest.raises(M.MetricInputError, match="NaN"):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from sdmad_lite.data.phantoms import MODALITIES, PhantomDataset, add_subcommand, render, write_phantoms
+from sdmad_lite.cli.data import add_subcommands
+from sdmad_lite.data.phantoms import MODALITIES, PhantomDataset, render, write_phantoms
 from sdmad_lite.data.phantoms.primitives import dilate
 from sdmad_lite.data.phantoms.world import sample_signs
 
@@ -132,7 +133,7 @@ def test_write_phantoms_is_byte_reproducible(tmp_path):
 
 def test_cli_subcommand(tmp_path):
     parser = argparse.ArgumentParser(prog="sdmad")
-    add_subcommand(parser.add_subparsers(dest="command"))
+    add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["phantoms", "--modality", "oct", "--n", "3", "--seed", "2", "--out",
                               str(tmp_path), "--size", "40", "--label-source", "uniform"])
     assert args.func(args) == 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sdmad_lite import metrics as M
+from sdmad_lite import protocols as P
 from sdmad_lite.data.fewshot import PoolTooSmallError, sample_few_shot
 
 FAST = settings(max_examples=50, deadline=None)
@@ -140,8 +141,8 @@ def test_protocols_are_nan_safe_and_count_defined_categories(case, t, a):
     th = np.full(y.shape[1], t / 6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        per = M.evaluate_per_anomaly(s, y, th)
-        integ = M.evaluate_integrated(s, anchor, y, th, a / 6)
+        per = P.evaluate_per_anomaly(s, y, th)
+        integ = P.evaluate_integrated(s, anchor, y, th, a / 6)
     normal = y.sum(1) == 0
     defined = np.array([(y[:, c] == 1).any() and normal.any() for c in range(y.shape[1])])
     assert np.array_equal(~np.isnan(per["per_category_auroc"]), defined)

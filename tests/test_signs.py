@@ -11,8 +11,10 @@ import torch
 
 from sdmad_lite.data.phantoms.catalogue import MODALITIES
 from sdmad_lite.models.backbone import count_tokens
-from sdmad_lite.signs import KINDS, SignBank, SignFileError, SignFileWarning, add_subcommand, load_templates
-from sdmad_lite.signs.bank import SIGNS_DIR, TEMPLATES_FILE
+from sdmad_lite.cli.signs import add_subcommands
+from sdmad_lite.features import TextEmbeddings
+from sdmad_lite.signs import KINDS, SignBank, SignFileError, SignFileWarning, load_templates
+from sdmad_lite.signs.schema import SIGNS_DIR, TEMPLATES_FILE
 
 REAL = ["chestxray14", "oct2017", "fastmri_brain"]
 PHANTOM = {"phantom_chest": "chest", "phantom_oct": "oct", "phantom_brain": "brain"}
@@ -27,7 +29,8 @@ def test_available_lists_every_file():
 def test_every_file_loads_without_warnings(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SignFileWarning)
-        bank = SignBank._load_uncached(SIGNS_DIR / f"{name}.yaml", load_templates(), check_tokens=False)
+        SignBank._LOADED.clear()  # parse the file again, so that its warnings are raised here
+        bank = SignBank.load(SIGNS_DIR / f"{name}.yaml", check_tokens=False)
     assert bank.categories
     assert SignBank.load(name).categories == bank.categories
     assert SignBank.load(SIGNS_DIR / f"{name}.yaml").name == name
@@ -319,54 +322,53 @@ class FakeEncoder:
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SDMAD_CACHE", str(tmp_path / "cache"))
-    SignBank._MEMORY.clear()
+    TextEmbeddings._INSTANCES.clear()
     yield tmp_path / "cache" / "text_embeddings"
-    SignBank._MEMORY.clear()
+    TextEmbeddings._INSTANCES.clear()
 
 
 def test_embedding_cache(tmp_cache):
     bank = SignBank.load("phantom_oct")
     texts = bank.prompts("CNV")
     enc = FakeEncoder()
-    a = SignBank.embed(texts, enc, "fake@1", batch_size=10)
+    te = TextEmbeddings(enc, "fake@1", batch_size=10)
+    a = te(texts)
     assert a.shape == (len(texts), 8)
     assert torch.allclose(a.norm(dim=-1), torch.ones(len(texts)))
     assert [len(c) for c in enc.calls] == [10, 10, 8]
     # cached: identical vectors, no call
-    b = SignBank.embed(texts, enc, "fake@1")
+    b = te(texts)
     assert torch.equal(a, b) and len(enc.calls) == 3
     # only the new texts are encoded; duplicates once
     new = ["a brand new prompt", "a brand new prompt"]
-    c = SignBank.embed(texts[:2] + new, enc, "fake@1")
+    c = te(texts[:2] + new)
     assert enc.calls[-1] == ["a brand new prompt"]
     assert torch.equal(c[:2], a[:2]) and torch.equal(c[2], c[3])
     # on disk: a fresh process (empty memory layer) reads the file and encodes nothing
     files = list(tmp_cache.glob("*"))
     assert len(files) == 1 and files[0].suffix == ".pt"  # one file per model key, no temp files left
-    SignBank._MEMORY.clear()
     enc2 = FakeEncoder()
-    d = SignBank.embed(texts, enc2, "fake@1")
+    d = TextEmbeddings(enc2, "fake@1")(texts)
     assert torch.equal(a, d) and enc2.calls == []
     # another model key is another cache
-    SignBank.embed(texts[:3], enc2, "fake@2")
+    TextEmbeddings(enc2, "fake@2")(texts[:3])
     assert len(enc2.calls) == 1 and len(list(tmp_cache.glob("*.pt"))) == 2
     # a model key cannot silently change dimension
     with pytest.raises(ValueError, match="dimension"):
-        SignBank.embed(["yet another"], FakeEncoder(dim=4), "fake@1")
-    # clear_cache forgets one key, on disk and in memory
-    SignBank.clear_cache("fake@1")
+        TextEmbeddings(FakeEncoder(dim=4), "fake@1")(["yet another"])
+    # clear forgets one key, on disk and in memory
+    te.clear()
     assert len(list(tmp_cache.glob("*.pt"))) == 1
     enc3 = FakeEncoder()
-    e = SignBank.embed(texts, enc3, "fake@1")
+    e = TextEmbeddings(enc3, "fake@1")(texts)
     assert torch.allclose(a, e) and len(enc3.calls) == 1
-    SignBank.clear_cache()
-    assert list(tmp_cache.glob("*.pt")) == []
+    assert TextEmbeddings.of(enc3, "fake@3") is TextEmbeddings.of(enc, "fake@3")  # one per model key
 
 
 # --------------------------------------------------------------------------- CLI
 def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sdmad")
-    add_subcommand(parser.add_subparsers(dest="command"))
+    add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
 

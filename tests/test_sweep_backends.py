@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sdmad_lite import experiments as X
+from sdmad_lite import sweep as X
 from sdmad_lite.config import ExperimentConfig
 
 

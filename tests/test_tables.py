@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from sdmad_lite.cli.data import add_subcommands
 from sdmad_lite.data import stats, tables
 
 
@@ -50,7 +51,7 @@ def test_chestxray14_boxes():
 
 def test_sample_labels_agree_with_table():
     import pandas as pd
-    from sdmad_lite.paths import RESOURCES
+    from sdmad_lite.io import RESOURCES
 
     s = pd.read_csv(RESOURCES / "samples" / "chestxray14" / "labels.csv")
     d = tables.load_chestxray14().set_index("image")
@@ -212,7 +213,7 @@ def test_paper_subset_candidates():
 
 def test_stats_cli(capsys):
     parser = argparse.ArgumentParser(prog="sdmad")
-    stats.add_subcommand(parser.add_subparsers(dest="command"))
+    add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["stats", "oct2017", "--json"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)

@@ -9,7 +9,6 @@ checksum mismatch the ``.part`` is deleted (resuming it could never succeed) and
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import sys
@@ -17,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
+
+from ..io import file_hash, sha256_file  # noqa: F401 (sha256_file: part of this module's API)
 
 USER_AGENT = "sdmad-lite-download/0.1"
 
@@ -27,19 +28,6 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """The downloaded bytes do not match the expected checksum."""
-
-
-def file_hash(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
-    """Hex digest of a file (``sha256`` or ``md5``)."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    return file_hash(path, "sha256")
 
 
 def _expected(sha256: str | None, md5: str | None) -> tuple[str, str] | None:

@@ -11,6 +11,9 @@ abnormal images that carry ``c``, and the number of distinct abnormal images is 
 
 Everything is drawn from rows not in ``exclude`` (the evaluation set), so support and
 evaluation never overlap. Same labels, ``k``, ``seed`` -> same split.
+
+:func:`draw_support` is the draw of an experiment: k shots per category and k normals from the
+pool, with a seeded share per stratum held out for early stopping (a :class:`Support`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ..io import atomic_write
 
 SPLIT_FORMAT = "sdmad-lite/fewshot-split/v1"
 
@@ -138,17 +143,7 @@ def split_train_eval(n: int, eval_fraction: float | None = None, eval_size: int 
 
 def save_split(split: FewShotSplit, path: str | os.PathLike) -> Path:
     """Write a split as JSON atomically (temporary file, then ``os.replace``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": SPLIT_FORMAT, **asdict(split)}
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
+    return atomic_write(path, json.dumps({"format": SPLIT_FORMAT, **asdict(split)}, indent=1))
 
 
 def load_split(path: str | os.PathLike) -> FewShotSplit:
@@ -166,3 +161,52 @@ def load_split(path: str | os.PathLike) -> FewShotSplit:
         return FewShotSplit(**data)
     except TypeError as e:
         raise ValueError(f"{p}: unexpected fields in few-shot split ({e})") from e
+
+
+@dataclass
+class Support:
+    """A few-shot draw of an experiment: rows of the pool, split into train and validation."""
+
+    split: FewShotSplit
+    train: np.ndarray
+    val: np.ndarray
+
+    @property
+    def all(self) -> np.ndarray:
+        return np.concatenate([self.train, self.val])
+
+
+def draw_support(y_pool: np.ndarray, k: int, seed: int, val_fraction: float = 0.25,
+                 categories: list[int] | None = None, names: Sequence[str] | None = None,
+                 split_file: str | os.PathLike | None = None) -> Support:
+    """k shots per category and k normals from the pool ``y_pool`` (N, C); a seeded share to validation.
+
+    ``categories``: restrict to these category columns (open-set runs hold one out): rows carrying
+    a held-out category are neither shots nor normals. The validation rows are drawn per stratum
+    (each category's shots, the normals) so that, when k ≥ 2, every category has a shot in both
+    parts. ``names``: the category names of all columns; ``split_file``: where to write the draw.
+    """
+    y_pool = np.asarray(y_pool)
+    y = y_pool if categories is None else y_pool[:, categories]
+    all_names = list(names) if names is not None else [str(j) for j in range(y_pool.shape[1])]
+    picked = all_names if categories is None else [all_names[c] for c in categories]
+    if categories is not None:
+        held = np.setdiff1d(np.arange(y_pool.shape[1]), categories)
+        exclude = np.flatnonzero(y_pool[:, held].any(1))
+    else:
+        exclude = None
+    split = sample_few_shot(y, k, seed, n_normal=k, exclude=exclude, categories=picked)
+    if split_file:
+        save_split(split, split_file)
+    rng = np.random.default_rng([seed, 7])
+    val: set[int] = set()
+    strata = [sorted(v) for v in split.support.values()] + [sorted(split.normal)]
+    for rows in strata:
+        free = [r for r in rows if r not in val]
+        n_val = int(np.floor(len(rows) * val_fraction)) if len(rows) >= 2 else 0
+        if n_val and free:
+            val.update(rng.choice(free, size=min(n_val, len(free)), replace=False).tolist())
+    allrows = np.array(split.indices)
+    va = np.array(sorted(val), dtype=int)
+    tr = np.array([r for r in allrows if r not in val], dtype=int)
+    return Support(split, tr, va)

@@ -7,9 +7,7 @@ selections with the counts the paper reports (its selection is not published).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -191,33 +189,3 @@ def format_stats(s: dict[str, Any]) -> str:
         lines.append("  most frequent pairs:")
         lines += [f"    {a} + {b}: {n:,}" for a, b, n in s["top_pairs"]]
     return "\n".join(lines)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if getattr(args, "paper_subsets", False):
-        df = paper_subset_candidates()
-        df = df[df["dataset"] == args.dataset] if args.dataset in PAPER_COUNTS else df
-        print(df.to_json(orient="records", indent=2) if args.json else df.to_string(index=False))
-        return 0
-    cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
-    try:
-        s = cooccurrence_stats(args.dataset, cats)
-    except ValueError as e:
-        print(f"sdmad stats: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(s, indent=2) if args.json else format_stats(s))
-    return 0
-
-
-def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``sdmad stats {chestxray14,fastmri-brain,oct2017} [--json]``."""
-    p = subparsers.add_parser("stats", help="label co-occurrence statistics of a real table",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("dataset", choices=list(tables.DATASETS))
-    p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
-    p.add_argument("--categories", default=None,
-                   help="comma-separated categories (default: all labels of the dataset)")
-    p.add_argument("--paper-subsets", action="store_true",
-                   help="compare simple selections with the counts the paper reports")
-    p.set_defaults(func=_run)
-    return p

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from sdmad_lite.paths import RESOURCES
+from sdmad_lite.io import RESOURCES
 
 CHESTXRAY14_LABELS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",

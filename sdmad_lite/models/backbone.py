@@ -17,10 +17,8 @@ purpose (shape tests, timing benchmarks).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,6 +27,9 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+
+from ..features import TextEmbeddings
+from ..io import sha256_file
 
 CONTEXT_LENGTH = 77
 PHANTOMCLIP = "phantomclip-tiny"
@@ -66,14 +67,6 @@ def count_tokens(texts: Sequence[str], name: str = PHANTOMCLIP) -> list[int]:
         ids = tok(list(texts))
         return [int((row != 0).sum()) for row in ids]
     return [len(enc(t)) + 2 for t in texts]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -229,6 +222,19 @@ class Backbone:
         x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
         return x.to(out_device)
 
+    @property
+    def text_embeddings(self) -> TextEmbeddings:
+        """This backbone's text embeddings, cached on disk by (weights, text)."""
+        return TextEmbeddings.of(self.encode_text, self.key)
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised embeddings ``(N, D)`` of ``texts`` through the cache."""
+        return self.text_embeddings(texts)
+
+    def mean_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """The normalised mean embedding ``(D,)`` of a prompt ensemble, through the cache."""
+        return self.text_embeddings.mean(texts)
+
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised text embeddings (N, embed_dim), encoded in batches."""
@@ -252,6 +258,24 @@ def _weights_key(name: str, pretrained: str | None) -> str:
             return f"{name}|sha256:{json.loads(PHANTOMCLIP_CARD.read_text())['sha256']}"
         return f"{name}|sha256:{sha256_file(p)}"
     return f"{name}|{pretrained}"
+
+
+def weights_cached(name: str, pretrained: str | None) -> bool:
+    """True when the hub weights ``pretrained`` of ``name`` are in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # the colab extra is not installed: nothing can be cached
+        return False
+    try:
+        pc = open_clip.pretrained.get_pretrained_cfg(name, pretrained or "")
+    except Exception:  # noqa: BLE001 — an unknown tag has no cached copy
+        return False
+    hub = pc.get("hf_hub", "")
+    if not hub:
+        return False
+    repo = "/".join(hub.strip("/").split("/")[:2])  # "timm/vit_base_patch16_clip_224.openai/" -> repo id
+    return any(isinstance(try_to_load_from_cache(repo, f), str)
+               for f in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"))
 
 
 def default_taps(n_blocks: int) -> list[int]:

@@ -26,18 +26,22 @@ import math
 import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..data.phantoms.catalogue import MODALITIES
+from ..data.phantoms.world import PhantomDataset
+from ..io import atomic_write, sha256_file
 from ..seeding import rng as derived_rng
 from ..seeding import seed_everything
 from . import backbone as bb
-from .captions import caption, caption_key
+from .captions import UNCAPTIONED, caption, caption_key
 
 
 @dataclass
@@ -57,8 +61,6 @@ class PretrainConfig:
 
 def render_pool(cfg: PretrainConfig, image_size: int) -> dict:
     """Render ``pool_per_modality`` phantoms of each modality, resized to ``image_size``."""
-    from concurrent.futures import ProcessPoolExecutor
-
     jobs = [(m, cfg.pool_per_modality, cfg.seed + k, cfg.render_size, image_size, cfg.normal_fraction)
             for k, m in enumerate(MODALITIES)]
     if cfg.workers > 1:
@@ -75,10 +77,6 @@ def render_pool(cfg: PretrainConfig, image_size: int) -> dict:
 
 
 def _render_chunk(job) -> dict:
-    from PIL import Image
-
-    from ..data.phantoms.world import PhantomDataset
-
     modality, n, seed, render_size, image_size, normal_fraction, lo, hi = job
     ds = PhantomDataset(modality, n, seed=seed, size=render_size, normal_fraction=normal_fraction)
     imgs, signs = [], []
@@ -131,8 +129,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
     images = torch.from_numpy(pool["images"])
     n = len(images)
     log(f"pool: {n} images in {t_render:.0f} s")
-    from .captions import UNCAPTIONED
-
     tag_names = sorted({sg for m in MODALITIES.values() for sg in m.signs} - UNCAPTIONED)
     tag_index = {t: i for i, t in enumerate(tag_names)}
     tags = torch.zeros(n, len(tag_names))
@@ -176,16 +172,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
             log(f"step {step:5d}/{cfg.steps}  loss {loss.item():.3f}  scale {float(model.logit_scale.exp()):.1f}  {time.time() - t0:.0f} s")
     state = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
     ckpt = out / f"{bb.PHANTOMCLIP}.pt"
-    tmp = ckpt.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, ckpt)
+    atomic_write(ckpt, lambda p: torch.save(state, p))
     card = {
         "model": bb.PHANTOMCLIP,
-        "sha256": bb.sha256_file(ckpt),
+        "sha256": sha256_file(ckpt),
         "bytes": ckpt.stat().st_size,
         "config": json.loads(bb.PHANTOMCLIP_CONFIG_FILE.read_text()),
         "recipe": asdict(cfg),
-        "uncaptioned_signs": sorted(__import__("sdmad_lite.models.captions", fromlist=["UNCAPTIONED"]).UNCAPTIONED),
+        "uncaptioned_signs": sorted(UNCAPTIONED),
         "loss_history": history,
         "wall_time_s": round(time.time() - t0, 1),
         "render_time_s": round(t_render, 1),
@@ -193,32 +187,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
                     "processor": platform.machine()},
         "command": f"sdmad pretrain-phantomclip --steps {cfg.steps} --batch-size {cfg.batch_size} --pool {cfg.pool_per_modality} --seed {cfg.seed} --lr {cfg.lr} --aux-weight {cfg.aux_weight} --out DIR",
     }
-    tmp = out / f"{bb.PHANTOMCLIP}.card.json.tmp"
-    tmp.write_text(json.dumps(card, indent=1))
-    os.replace(tmp, out / f"{bb.PHANTOMCLIP}.card.json")
+    atomic_write(out / f"{bb.PHANTOMCLIP}.card.json", json.dumps(card, indent=1))
     log(f"wrote {ckpt} ({ckpt.stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
     return ckpt
-
-
-def _cmd(args) -> int:
-    cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, pool_per_modality=args.pool, seed=args.seed,
-                         workers=args.workers, lr=args.lr, aux_weight=args.aux_weight)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    pretrain(cfg, args.out)
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    p = subparsers.add_parser("pretrain-phantomclip", help="pretrain PhantomCLIP-tiny on phantoms with sign captions")
-    d = PretrainConfig()
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--pool", type=int, default=d.pool_per_modality, help="phantoms rendered per modality")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--aux-weight", type=float, default=d.aux_weight, help="caption-tag loss weight (0: off)")
-    p.add_argument("--workers", type=int, default=d.workers, help="processes rendering the pool")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--out", required=True, help="folder for phantomclip-tiny.pt and its card")
-    p.set_defaults(func=_cmd)

@@ -16,6 +16,11 @@ sign selection), ``t_N`` / ``t_A`` the normal / abnormal anchor prompts. The sco
 
 and the anchor ``ℓ_a = (1/τ) · mean_ℓ [cos(u_a^ℓ, t_A) − cos(u_a^ℓ, t_N)]``. Patch tokens mapped
 the same way give sign-similarity maps for localization.
+
+Two placements of the adapters (:meth:`SDMADHead.forward`): *side* (the default) adapts the
+frozen taps and does not feed back, so the whole backbone is cached once per image; *residual*
+(the paper's MVFA pattern) carries every branch's adapted stream through the following frozen
+blocks.
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters import BranchAdapters
+from .backbone import Backbone
+
+PLACEMENTS = ("side", "residual")
 
 
 @dataclass
@@ -101,6 +109,36 @@ class SDMADHead(nn.Module):
         sl = slice(0, 1) if tokens == "cls" else slice(1, None)
         adapted = self.adapters.all_branches(torch.stack([taps[blk][:, sl] for blk in self.blocks]))
         z = F.normalize(to_joint(adapted), dim=-1)  # (B, nb, L, T, D)
+        return z[:, :, :, 0] if tokens == "cls" else z
+
+    def forward(self, taps: dict[int, torch.Tensor], backbone: Backbone, placement: str = "side",
+                tokens: str = "cls") -> torch.Tensor:
+        """Branch features ``u`` (B, branches, blocks, D) of images whose frozen taps are ``taps``.
+
+        ``placement="side"``: :meth:`branch_features` on the taps. ``"residual"``: every branch
+        carries its own stream through the frozen blocks after the first adapted one, resumed from
+        the cached tap of that block (exact); the branches travel stacked in the batch dimension
+        (one pass, not one per branch). ``tokens="patches"`` returns (B, branches, blocks, P, D).
+        """
+        if placement == "side":
+            return self.branch_features(taps, backbone.to_joint, tokens)
+        if placement != "residual":
+            raise ValueError(f"model.adapter_mode must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        ads, first = self.adapters, self.blocks[0]
+        f0 = taps[first]  # (B, T, W), exact from the cache
+        nb, (b, t, w) = ads.n_branches, f0.shape
+
+        def adapt(block: int, x: torch.Tensor) -> torch.Tensor:  # x: (nb·B, T, W), branch-major
+            y = ads.per_branch(block, x.reshape(nb, b * t, w).to(ads.down.device))  # where the head is
+            return y.reshape(nb * b, t, w).to(x.device)  # back to where the backbone is
+
+        stream = adapt(first, f0.repeat(nb, 1, 1))
+        hook = lambda i, x: adapt(i, x) if i in ads.blocks else x  # noqa: E731
+        _, out = backbone.forward_image(None, taps=self.blocks[1:], hook=hook, start_block=first, stream=stream)
+        out[first] = stream
+        sl = slice(0, 1) if tokens == "cls" else slice(1, None)
+        z = F.normalize(backbone.to_joint(torch.stack([out[blk][:, sl].to(f0.device) for blk in self.blocks], 1)), dim=-1)
+        z = z.reshape(nb, b, *z.shape[1:]).transpose(0, 1)  # (B, nb, L, T', D)
         return z[:, :, :, 0] if tokens == "cls" else z
 
     def logits(self, u: torch.Tensor, text: TextBank) -> tuple[torch.Tensor, torch.Tensor]:

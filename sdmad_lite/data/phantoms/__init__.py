@@ -5,10 +5,10 @@ vectors come from the real label tables; ``write_phantoms`` / ``sdmad phantoms``
 with ``labels.jsonl``. The catalogue (``catalogue.py``) lists modalities, categories and signs.
 """
 from .catalogue import BRAIN, CHEST, MODALITIES, OCT, ModalitySpec, SignSpec, get_modality
-from .world import PhantomDataset, add_subcommand, item_seed, label_vector, render, sample_signs, uniform_labels, write_phantoms
+from .world import PhantomDataset, item_seed, label_vector, render, sample_signs, uniform_labels, write_phantoms
 
 __all__ = [
     "BRAIN", "CHEST", "MODALITIES", "OCT", "ModalitySpec", "SignSpec", "get_modality",
-    "PhantomDataset", "add_subcommand", "item_seed", "label_vector", "render", "sample_signs",
+    "PhantomDataset", "item_seed", "label_vector", "render", "sample_signs",
     "uniform_labels", "write_phantoms",
 ]

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sdmad_lite.paths import RESOURCES  # noqa: E402
+from sdmad_lite.io import RESOURCES  # noqa: E402
 
 from .catalogue import get_modality  # noqa: E402
 from .world import render  # noqa: E402

@@ -6,7 +6,6 @@ whose label vectors are drawn from the real label tables; ``write_phantoms`` and
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from importlib import import_module
@@ -228,27 +227,3 @@ def write_phantoms(modality: str, n: int, seed: int, out_dir, size: int = 224, *
         lines.append(json.dumps(rec, sort_keys=True))
     (out / "labels.jsonl").write_text("\n".join(lines) + "\n")
     return out
-
-
-def _cmd_phantoms(args: argparse.Namespace) -> int:
-    out = write_phantoms(args.modality, args.n, args.seed, args.out, size=args.size,
-                         conspicuity=args.conspicuity, noise=args.noise,
-                         normal_fraction=args.normal_fraction, label_source=args.label_source)
-    print(f"wrote {args.n} {args.modality} phantoms to {out}")
-    return 0
-
-
-def add_subcommand(subparsers) -> None:
-    """Register ``sdmad phantoms`` on an ``argparse`` subparsers object."""
-    p = subparsers.add_parser("phantoms", help="write procedural phantom images with sign-level labels",
-                              description="Render seeded phantoms to PNG files plus labels.jsonl.")
-    p.add_argument("--modality", required=True, choices=sorted(RENDERERS))
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--conspicuity", type=float, default=1.0, help="sign contrast multiplier")
-    p.add_argument("--noise", type=float, default=1.0, help="noise multiplier")
-    p.add_argument("--normal-fraction", type=float, default=0.3)
-    p.add_argument("--label-source", choices=sorted(LABEL_SOURCES), default="real")
-    p.set_defaults(func=_cmd_phantoms)

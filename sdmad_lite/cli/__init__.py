@@ -1,0 +1,61 @@
+"""The ``sdmad`` command: every sub-command's arguments, gathered here (domain modules hold no argparse).
+
+Modules: :mod:`.data` (phantoms, stats), :mod:`.signs`, :mod:`.models` (pretrain-phantomclip,
+zeroshot-report), :mod:`.experiments` (run, sweep).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..config import ConfigError, ProfileUnavailableError
+from ..data.images import ImageLoadError
+from ..info import print_config
+from ..models.backbone import BackboneError
+from . import data, experiments, models, signs
+
+#: modules that register sub-commands, in the order ``sdmad --help`` lists them
+SUBCOMMANDS = (data, signs, models, experiments)
+
+
+def _info(args: argparse.Namespace) -> int:
+    print_config(args.profile)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdmad", description="SD-MAD Lite: sign-driven few-shot multi-anomaly detection")
+    parser.add_argument("--version", action="version", version=f"sdmad-lite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("info", help="print versions, profile, device, threads")
+    p.add_argument("--profile", default=None, help="offline (default), colab or paper; else $SDMAD_PROFILE")
+    p.set_defaults(func=_info)
+    for module in SUBCOMMANDS:
+        module.add_subcommands(sub)
+    return parser
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the user can fix this" (bad config, file, data, weights, run folder)."""
+    return (ConfigError, ProfileUnavailableError, BackboneError, ImageLoadError, FileNotFoundError, FileExistsError,
+            ValueError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:  # noqa: BLE001 — user errors get one line; anything else is a bug: re-raised
+        if not isinstance(e, user_errors()):
+            raise
+        print(f"sdmad {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

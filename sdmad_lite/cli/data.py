@@ -1,0 +1,57 @@
+"""``sdmad phantoms`` and ``sdmad stats``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..data import tables
+from ..data.phantoms.world import LABEL_SOURCES, RENDERERS, write_phantoms
+from ..data.stats import PAPER_COUNTS, cooccurrence_stats, format_stats, paper_subset_candidates
+
+
+def _phantoms(args: argparse.Namespace) -> int:
+    out = write_phantoms(args.modality, args.n, args.seed, args.out, size=args.size,
+                         conspicuity=args.conspicuity, noise=args.noise,
+                         normal_fraction=args.normal_fraction, label_source=args.label_source)
+    print(f"wrote {args.n} {args.modality} phantoms to {out}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    if getattr(args, "paper_subsets", False):
+        df = paper_subset_candidates()
+        df = df[df["dataset"] == args.dataset] if args.dataset in PAPER_COUNTS else df
+        print(df.to_json(orient="records", indent=2) if args.json else df.to_string(index=False))
+        return 0
+    cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    try:
+        s = cooccurrence_stats(args.dataset, cats)
+    except ValueError as e:
+        print(f"sdmad stats: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(s, indent=2) if args.json else format_stats(s))
+    return 0
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("phantoms", help="write procedural phantom images with sign-level labels",
+                       description="Render seeded phantoms to PNG files plus labels.jsonl.")
+    p.add_argument("--modality", required=True, choices=sorted(RENDERERS))
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--conspicuity", type=float, default=1.0, help="sign contrast multiplier")
+    p.add_argument("--noise", type=float, default=1.0, help="noise multiplier")
+    p.add_argument("--normal-fraction", type=float, default=0.3)
+    p.add_argument("--label-source", choices=sorted(LABEL_SOURCES), default="real")
+    p.set_defaults(func=_phantoms)
+
+    p = sub.add_parser("stats", help="label co-occurrence statistics of a real table",
+                       description="Label co-occurrence statistics of the real label tables.")
+    p.add_argument("dataset", choices=list(tables.DATASETS))
+    p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    p.add_argument("--categories", default=None, help="comma-separated categories (default: all labels of the dataset)")
+    p.add_argument("--paper-subsets", action="store_true", help="compare simple selections with the counts the paper reports")
+    p.set_defaults(func=_stats)

@@ -1,0 +1,55 @@
+"""``sdmad pretrain-phantomclip`` and ``sdmad zeroshot-report``."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..io import write_json
+from ..models.backbone import load
+from ..models.pretrain import PretrainConfig, pretrain
+from ..reports import summarize_report, zero_shot_report
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, pool_per_modality=args.pool, seed=args.seed,
+                         workers=args.workers, lr=args.lr, aux_weight=args.aux_weight)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pretrain(cfg, args.out)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    bb = load(args.backbone)
+    df = zero_shot_report(bb, seeds=tuple(range(args.seeds)), n=args.n)
+    summary = summarize_report(df)
+    print(summary.to_string())
+    if args.out:
+        write_json(args.out, {"backbone": bb.key, "command": f"sdmad zeroshot-report --seeds {args.seeds} --n {args.n}",
+                              "rows": df.to_dict(orient="records"),
+                              "summary": summary.reset_index().to_dict(orient="records")})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("pretrain-phantomclip", help="pretrain PhantomCLIP-tiny on phantoms with sign captions")
+    d = PretrainConfig()
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--pool", type=int, default=d.pool_per_modality, help="phantoms rendered per modality")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--aux-weight", type=float, default=d.aux_weight, help="caption-tag loss weight (0: off)")
+    p.add_argument("--workers", type=int, default=d.workers, help="processes rendering the pool")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", required=True, help="folder for phantomclip-tiny.pt and its card")
+    p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("zeroshot-report", help="PhantomCLIP's zero-shot table: names vs signs vs random words")
+    p.add_argument("--backbone", default="phantomclip-tiny")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--n", type=int, default=300, help="held-out phantoms per modality and seed")
+    p.add_argument("--out", default=None, help="JSON file for the rows and the summary")
+    p.set_defaults(func=_report)

@@ -1,0 +1,56 @@
+"""Linear probe: logistic regression per category and for the anchor on the frozen image embedding
+(class-balanced BCE, L2 penalty, L-BFGS), trained on the support set (``config.ProbeConfig``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ExperimentConfig
+from ..data.fewshot import Support
+from ..features import Features
+from ..task import Task
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, wd: float, steps: int = 300, lr: float = 0.5) -> torch.nn.Linear:
+    """One linear layer ``x -> logits of y`` by L-BFGS on class-balanced BCE + ``wd``·‖W‖²."""
+    lin = torch.nn.Linear(x.shape[1], y.shape[1])
+    opt = torch.optim.LBFGS(lin.parameters(), lr=lr, max_iter=steps, line_search_fn="strong_wolfe")
+    pos = y.mean(0).clamp(1e-3, 1 - 1e-3)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(lin(x), y, pos_weight=(1 - pos) / pos) + wd * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return lin
+
+
+@dataclass
+class FittedProbe:
+    lin: torch.nn.Linear
+    scale: float
+    kept = None
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.lin.parameters())
+
+    def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            p = torch.sigmoid(self.lin(feats.pooled * self.scale)).numpy()
+        return p[:, :-1], p[:, -1]
+
+
+def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedProbe:
+    torch.manual_seed(cfg.seed)
+    rows = support.all
+    ys = task.y_pool[rows][:, cols]
+    y = torch.as_tensor(np.column_stack([ys, ys.sum(1) > 0])).float()
+    pc = cfg.probe
+    return FittedProbe(fit_logistic(task.pool_feats.pooled[rows] * pc.scale, y, pc.weight_decay, pc.steps, pc.lr),
+                       pc.scale)

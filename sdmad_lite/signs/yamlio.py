@@ -1,0 +1,117 @@
+"""YAML with line numbers: every key and item of a sign file knows its line, so that every problem
+is reported as ``file:line: message``, all at once."""
+from __future__ import annotations
+
+import string
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .schema import SignFileError, SignFileWarning
+
+
+class YamlDoc:
+    """A YAML file parsed into plain Python data, with the line of every key and item."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.lines: dict[tuple, int] = {}
+        self.duplicates: list[str] = []  # "file:line: duplicate key ..." 
+        loader = yaml.SafeLoader(self.path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            self.data = None if node is None else loader.construct_document(node)
+            if node is not None:
+                self._walk(node, ())
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            raise SignFileError(f"{self.path}:{line}: YAML syntax error: {e.problem or e}") from None
+        finally:
+            loader.dispose()
+
+    def _walk(self, node: yaml.Node, path: tuple) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for k, v in node.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
+                line = k.start_mark.line + 1
+                if key in first:
+                    self.duplicates.append(f"{self.path}:{line}: duplicate key {key!r} (first at line {first[key]})")
+                    continue
+                first[key] = line
+                self.lines[path + (key,)] = line
+                self._walk(v, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                self._walk(v, path + (i,))
+
+    def line(self, *path: Any) -> int:
+        p = tuple(path)
+        while p and p not in self.lines:
+            p = p[:-1]
+        return self.lines.get(p, 1)
+
+    def where(self, *path: Any) -> str:
+        return f"{self.path}:{self.line(*path)}"
+
+
+class Problems:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, doc: YamlDoc, path: tuple, msg: str) -> None:
+        self.errors.append(f"{doc.where(*path)}: {msg}")
+
+    def warn(self, doc: YamlDoc, path: tuple, msg: str) -> None:
+        self.warnings.append(f"{doc.where(*path)}: {msg}")
+
+    def check_mapping(self, doc: YamlDoc, path: tuple, value: Any, required: Iterable[str], allowed: Iterable[str]) -> bool:
+        what = "the file" if not path else repr(path[-1])
+        if not isinstance(value, dict):
+            self.error(doc, path, f"{what} must be a mapping, got {type(value).__name__}")
+            return False
+        allowed = set(allowed) | set(required)
+        for k in value:
+            if k not in allowed:
+                self.error(doc, path + (k,), f"unknown key {k!r} (allowed: {', '.join(sorted(allowed))})")
+        for k in required:
+            if k not in value:
+                self.error(doc, path, f"missing key {k!r}")
+        return True
+
+    def check_str(self, doc: YamlDoc, path: tuple, value: Any, what: str) -> bool:
+        if not isinstance(value, str) or not value.strip():
+            self.error(doc, path, f"{what} must be a non-empty string, got {value!r}")
+            return False
+        return True
+
+    def check_list(self, doc: YamlDoc, path: tuple, value: Any, what: str) -> bool:
+        if not isinstance(value, list) or not value:
+            self.error(doc, path, f"{what} must be a non-empty list")
+            return False
+        return True
+
+    def raise_if_any(self, what: str) -> None:
+        if self.errors:
+            n = len(self.errors)
+            raise SignFileError(f"{n} problem{'s' * (n > 1)} in {what}:\n  " + "\n  ".join(self.errors))
+
+    def emit_warnings(self) -> None:
+        for w in self.warnings:
+            warnings.warn(w, SignFileWarning, stacklevel=4)
+
+
+
+def template_fields(template: str) -> set[str]:
+    """The ``{placeholders}`` of a format string."""
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+
+
+def normalized(text: str) -> str:
+    """Lower case, single spaces: the form in which two sign texts are compared."""
+    return " ".join(text.lower().split())

@@ -1,0 +1,163 @@
+"""The task: what is fixed across seeds for one dataset and backbone.
+
+A :class:`Task` holds the evaluation set and the few-shot pool (disjoint), their frozen features
+(cached on disk), the sign bank of the modality and its text embeddings (:class:`TextBank`),
+and the sign-level ground truth of the phantom world. Every method of the book reads the same
+task; the few-shot support sets are drawn from ``task.pool`` (``data.fewshot.draw_support``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig, get_profile, require_profile_ready, resolve_device
+from .data.build import REAL_BANKS, dataset_key, phantom_datasets, real_datasets
+from .data.fewshot import Support, draw_support
+from .features import Features, cached_features
+from .models.backbone import Backbone, default_taps, weights_cached
+from .models.backbone import load as load_backbone
+from .models.captions import UNCAPTIONED
+from .models.sdmad import SDMADHead, TextBank
+from .signs.bank import SignBank
+
+
+@dataclass
+class Task:
+    """Everything fixed across seeds for one dataset and backbone."""
+
+    dataset: str
+    categories: list[str]
+    bank: SignBank
+    text: TextBank
+    sign_ids: list[list[str]]  # per category, the padded sign list's ids ('' for padding)
+    expert: np.ndarray  # (C, K) expert selection
+    drawn: np.ndarray  # (C, K) phantom ground truth: the renderer draws this sign (zeros for real data)
+    known: np.ndarray  # (C, K) drawn *and* described in PhantomCLIP's captions
+    name_text: torch.Tensor  # (C, D) category-name prompt embeddings (baselines)
+    pool: object
+    test: object
+    pool_feats: Features
+    test_feats: Features
+    blocks: list[int]
+    backbone: Backbone
+
+    @property
+    def y_pool(self) -> np.ndarray:
+        return np.asarray(self.pool.labels)
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return np.asarray(self.test.labels)
+
+    def draw_support(self, k: int, seed: int, val_fraction: float = 0.25, categories: list[int] | None = None,
+                     split_file=None) -> Support:
+        """:func:`~sdmad_lite.data.fewshot.draw_support` from this task's pool."""
+        return draw_support(self.y_pool, k, seed, val_fraction, categories, self.categories, split_file)
+
+    def sign_embeddings(self, category: int) -> tuple[list[str], torch.Tensor]:
+        """The ids and embeddings ``(K_c, D)`` of category ``category``'s candidate signs (no padding)."""
+        ids = [s for s in self.sign_ids[category] if s]
+        return ids, self.text.signs[category, : len(ids)]
+
+    def text_columns(self, cols: list[int], active: np.ndarray | torch.Tensor | None = None) -> TextBank:
+        """The text bank restricted to category columns ``cols`` (active signs: ``active`` or the expert ones)."""
+        t = self.text
+        act = torch.as_tensor(self.expert[cols] if active is None else active)
+        return TextBank(t.signs[cols], t.sign_mask[cols], t.normal, t.abnormal, act)
+
+
+def build_text_bank(bank: SignBank, backbone: Backbone, categories: list[str]):
+    """Embed every candidate sign of every category (mean over templates), padded to K."""
+    sign_ids, vecs, expert = [], [], []
+    for c in categories:
+        cands = bank.candidates(c)
+        sel = {s.id for s in bank.selected(c)}
+        prompts = bank.sign_prompts(c, "all")
+        sign_ids.append([s.id for s in cands])
+        vecs.append(torch.stack([backbone.mean_text(prompts[s.id]) for s in cands]))
+        expert.append([s.id in sel for s in cands])
+    k = max(len(v) for v in vecs)
+    d = vecs[0].shape[1]
+    signs = torch.zeros(len(categories), k, d)
+    mask = torch.zeros(len(categories), k, dtype=torch.bool)
+    exp = np.zeros((len(categories), k), bool)
+    for i, v in enumerate(vecs):
+        signs[i, : len(v)] = v
+        mask[i, : len(v)] = True
+        exp[i, : len(v)] = expert[i]
+        sign_ids[i] += [""] * (k - len(v))
+    anchors = bank.anchor_prompts()
+    text = TextBank(signs, mask, backbone.mean_text(anchors["normal"]), backbone.mean_text(anchors["abnormal"]),
+                    active=torch.as_tensor(exp))
+    return text, sign_ids, exp
+
+
+def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False) -> Task:
+    """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features."""
+    if cfg.data.dataset.startswith("phantom-"):
+        modality, test, pool = phantom_datasets(cfg)
+        bank = SignBank.load(f"phantom_{modality}")
+    else:
+        test, pool = real_datasets(cfg)
+        bank = SignBank.load(REAL_BANKS[cfg.data.dataset])
+    missing = [c for c in test.categories if c not in bank.categories]
+    if missing:
+        raise ValueError(f"categories {missing} of {cfg.data.dataset} have no signs in the bank {bank.name!r}")
+    categories = list(test.categories)
+    text, sign_ids, expert = build_text_bank(bank, backbone, categories)
+    drawn = np.zeros_like(expert)
+    known = np.zeros_like(expert)
+    for i, c in enumerate(categories):
+        r = bank.renders(c)
+        for j, sid in enumerate(sign_ids[i]):
+            drawn[i, j] = bool(sid and r.get(sid))
+            known[i, j] = drawn[i, j] and r.get(sid) not in UNCAPTIONED
+    name_text = torch.stack([backbone.mean_text(bank.category_name_prompts(c)) for c in categories])
+    blocks = cfg.model.adapter_blocks or default_taps(backbone.n_blocks)
+    bad = [b for b in blocks if not 1 <= b <= backbone.n_blocks]
+    if bad:
+        raise ValueError(f"model.adapter_blocks {bad} outside 1..{backbone.n_blocks} for {backbone.name}")
+    feats = {}
+    for name, ds in (("test", test), ("pool", pool)):
+        feats[name] = cached_features(backbone, dataset_key(ds), lambda i, ds=ds: ds[i]["image"], len(ds), blocks,
+                                      progress=progress).float()
+    return Task(cfg.data.dataset, categories, bank, text, sign_ids, expert, drawn, known, name_text, pool, test,
+                feats["pool"], feats["test"], sorted(blocks), backbone)
+
+
+def make_head(task: Task, cfg: ExperimentConfig, n_categories: int | None = None, lam: float | None = None) -> SDMADHead:
+    """A fresh SD-MAD head for ``task`` (``lam=1`` gives the head at the frozen features: the adapters
+    contribute nothing, every branch scores the frozen class token)."""
+    return SDMADHead(n_categories or len(task.categories), task.blocks, task.backbone.width, cfg.model.adapter_hidden,
+                     cfg.model.adapter_lambda if lam is None else lam, cfg.loss.temperature, cfg.model.text_adapter,
+                     task.backbone.embed_dim)
+
+
+# ----------------------------------------------------------------------------- one per process
+_TASKS: dict[str, Task] = {}
+_BACKBONES: dict[str, Backbone] = {}
+
+
+def get_backbone(cfg: ExperimentConfig) -> Backbone:
+    """The backbone of ``cfg`` (built once per process); a profile that needs downloads fails first."""
+    device = resolve_device(cfg.model.device)
+    key = f"{cfg.model.backbone}|{cfg.model.pretrained}|{device}"
+    if key not in _BACKBONES:
+        prof = get_profile(cfg.profile)
+        if prof.needs_network and cfg.model.pretrained not in (None, "shipped"):
+            require_profile_ready(prof, weights_cached=weights_cached(cfg.model.backbone, cfg.model.pretrained))
+        _BACKBONES[key] = load_backbone(cfg.model.backbone, "default" if cfg.model.pretrained == "shipped"
+                                        else cfg.model.pretrained, device=device)
+    return _BACKBONES[key]
+
+
+def get_task(cfg: ExperimentConfig, progress: bool = False) -> Task:
+    """The task of ``cfg`` (built once per process, features from the disk cache)."""
+    bb = get_backbone(cfg)
+    key = json.dumps([cfg.data.__dict__, bb.key, cfg.model.adapter_blocks], sort_keys=True, default=str)
+    if key not in _TASKS:
+        _TASKS[key] = build_task(cfg, bb, progress=progress)
+    return _TASKS[key]
