@@ -13,7 +13,7 @@ interleaved — every pipeline once per round — so that a change of load falls
   on the taps + scoring against the sign bank with sign selection applied (``TextBank.with_active``)
   + sigmoid: category probabilities and the anchor probability — what a deployed model computes;
 - ``SD-MAD (residual)``   the same with residual adapters: each branch re-runs the frozen blocks
-  after the first adapted one (``engine.branch_features(..., "residual")``);
+  after the first adapted one (``SDMADHead.forward(..., "residual")``);
 - ``head only``           adapters + scoring on given taps (what scoring from the feature cache costs).
 
 Goal: the side pipeline within 10% of the backbone alone. The head's weights and the choice of
@@ -26,7 +26,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -39,18 +38,18 @@ NAME = "inference"
 
 
 def setup(backbone: str, batch: int, image_size: int, seed: int = 0):
-    from sdmad_lite import engine as E
     from sdmad_lite.data.phantoms.world import PhantomDataset
     from sdmad_lite.models.backbone import default_taps
     from sdmad_lite.models.sdmad import SDMADHead, TextBank
-    from sdmad_lite.signs.bank import SignBank
+    from sdmad_lite.signs import SignBank
+    from sdmad_lite.task import build_text_bank
 
     bb, weights = C.load_backbone(backbone)
     ds = PhantomDataset("chest", batch, seed=seed, size=image_size)
     images = np.stack([ds[i]["image"] for i in range(batch)])
     bank = SignBank.load("phantom_chest")
     cats = list(ds.categories)
-    text, _, expert = E.build_text_bank(bank, bb, cats)
+    text, _, expert = build_text_bank(bank, bb, cats)
     text = TextBank(text.signs, text.sign_mask, text.normal, text.abnormal).with_active(torch.as_tensor(expert))
     blocks = default_taps(bb.n_blocks)
     torch.manual_seed(seed)
@@ -59,10 +58,6 @@ def setup(backbone: str, batch: int, image_size: int, seed: int = 0):
 
 
 def pipelines(bb, images, text, head, blocks):
-    from sdmad_lite import engine as E
-    from sdmad_lite.features import Features
-
-    task_like = SimpleNamespace(backbone=bb)
 
     def backbone_alone():
         return bb.forward_image(bb.prepare(images))[0]
@@ -77,7 +72,7 @@ def pipelines(bb, images, text, head, blocks):
                 _, taps = bb.forward_image(pix, taps=blocks)
             else:  # residual needs only the stream at the first adapted block, then each branch resumes
                 _, taps = bb.forward_image(pix, taps=blocks[:1])
-            u = E.branch_features(head, task_like, Features(taps, torch.empty(0)), mode)
+            u = head(taps, bb, mode)
             cat, anc = head.logits(u, text)
             return torch.sigmoid(cat), torch.sigmoid(anc)
         return f

@@ -6,7 +6,7 @@ text forward vs open_clip's full 77-token ``encode_text``.
 
 Rows:
 
-- ``cold``            ``SignBank.embed`` of every prompt of the banks (``SignBank.all_prompts()``: all
+- ``cold``            ``TextEmbeddings`` (``features.py``) of every prompt of the banks (``SignBank.all_prompts()``: all
   candidate signs × templates, category names, anchors) into a fresh ``SDMAD_CACHE`` (a new temporary
   folder each repeat): tokenise + encode + write the cache file;
 - ``warm (disk)``     the same call in a "new process": the in-memory layer cleared, the cache file read;
@@ -62,8 +62,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     C.apply_threads(args.threads)
 
+    from sdmad_lite.features import TextEmbeddings
     from sdmad_lite.models.backbone import count_tokens
-    from sdmad_lite.signs.bank import SignBank
 
     rec = C.envelope(NAME, "Prompt bank: cold vs cached embeddings; trimmed text forward vs encode_text", args)
     prompts = bank_prompts(args.banks.split(","))
@@ -93,18 +93,17 @@ def main(argv=None) -> int:
         for _ in range(max(1, args.cold_repeats)):
             with tempfile.TemporaryDirectory(prefix="sdmad-bench-") as d:
                 os.environ["SDMAD_CACHE"] = d
-                SignBank._MEMORY.clear()
                 t = {}
                 with C.timed(t, "s"):
-                    emb["cold"] = SignBank.embed(prompts, bb.encode_text, bb.key)
+                    emb["cold"] = TextEmbeddings(bb.encode_text, bb.key)(prompts)
                 cold.append(t["s"])
                 for _ in range(args.repeats):
-                    SignBank._MEMORY.clear()
+                    cache = TextEmbeddings(bb.encode_text, bb.key)  # a fresh memory layer: read from disk
                     with C.timed(t, "s"):
-                        emb["disk"] = SignBank.embed(prompts, bb.encode_text, bb.key)
+                        emb["disk"] = cache(prompts)
                     disk.append(t["s"])
                     with C.timed(t, "s"):
-                        emb["mem"] = SignBank.embed(prompts, bb.encode_text, bb.key)
+                        emb["mem"] = cache(prompts)
                     mem.append(t["s"])
         cache_same = max(float((emb["cold"] - emb[k]).abs().max()) for k in ("disk", "mem"))
         tok = bb.tokenizer(fwd_prompts)

@@ -13,7 +13,7 @@ Variants (the same shots, the same head, the same losses, the same number of epo
 - ``mvfa-residual``  the same without a cache, for the residual (paper-faithful) adapters:
   every epoch the whole backbone runs, then each branch resumes from the first adapted block.
 - ``residual-cached`` SD-MAD Lite's residual variant: the frozen stream up to the first adapted
-  block comes from the feature cache (``engine.branch_features(..., mode="residual")``).
+  block comes from the feature cache (``SDMADHead.forward(..., mode="residual")``).
 - ``side-cached``    SD-MAD Lite's default: the whole backbone cached, adapters read the taps.
 - ``side-cached-1t``  the same, the training loop run with one torch thread (the extraction keeps
   them all): the head's operators are tiny, and thread hand-offs can cost more than they save.
@@ -21,7 +21,7 @@ Variants (the same shots, the same head, the same losses, the same number of epo
 Total = one-off feature extraction of the shots (cached variants) + the training epochs. The
 shipped pipeline extracts the whole pool once per (backbone, dataset) and reuses it for every
 seed, shot count and method; that one-off cost is reported apart (``task build``). Metrics of
-each variant (integrated subset accuracy, macro AUROC, ``engine.evaluate``) show the speed-up
+each variant (integrated subset accuracy, macro AUROC, ``run.evaluate``) show the speed-up
 is at equal accuracy. The test set is scored the same way for all (from the frozen test
 features): inference is not what differs.
 """
@@ -82,15 +82,16 @@ def augment(x: torch.Tensor, g: torch.Generator, max_shift: int = 8) -> torch.Te
 
 
 def train_mvfa(task, support, cfg, images: dict, aug: bool, on_epoch=None):
-    """The head of engine.train_head, trained the MVFA way: backbone recomputed from the images
+    """The head of methods.sdmad.train_head, trained the MVFA way: backbone recomputed from the images
     every epoch (augmented train shots, plain validation shots). Same init, optimiser, losses,
-    best-epoch restore as ``engine.train_head``."""
-    from sdmad_lite import engine as E
+    best-epoch restore as ``methods.sdmad.train_head``."""
+    from sdmad_lite import task as T
+    from sdmad_lite.methods import sdmad as SD
     from sdmad_lite import losses as L
     from sdmad_lite.features import Features
 
     torch.manual_seed(cfg.seed)
-    head = E.make_head(task, cfg)
+    head = T.make_head(task, cfg)
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay)
     bb, mode, text = task.backbone, cfg.model.adapter_mode, task.text
@@ -109,14 +110,14 @@ def train_mvfa(task, support, cfg, images: dict, aug: bool, on_epoch=None):
     head.train()
     for ep in range(cfg.train.epochs):
         x = augment(xtr, g) if aug else xtr
-        terms = E.loss_terms(head, E.branch_features(head, task, feats(x), mode), ytr, text, cfg)
+        terms = SD.loss_terms(head, SD.branch_features(head, task, feats(x), mode), ytr, text, cfg)
         loss = L.total_loss(terms, cfg.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             if xva is not None:
-                vloss = float(L.total_loss(E.loss_terms(head, E.branch_features(head, task, feats(xva), mode), yva, text, cfg),
+                vloss = float(L.total_loss(SD.loss_terms(head, SD.branch_features(head, task, feats(xva), mode), yva, text, cfg),
                                            cfg.loss))
             else:
                 vloss = loss.item()
@@ -132,18 +133,20 @@ def train_mvfa(task, support, cfg, images: dict, aug: bool, on_epoch=None):
 
 # ----------------------------------------------------------------------------- evaluation (shared)
 def evaluate_head(task, support, cfg, head) -> dict:
-    """What ``engine.predict_sdmad`` does after training: sign selection, scores, thresholds, metrics."""
-    from sdmad_lite import engine as E
+    """What ``methods.predict`` does after training: sign selection, scores, thresholds, metrics."""
+    from sdmad_lite import run as R
+    from sdmad_lite.methods import sdmad as SD
+    from sdmad_lite.train import Predictions
     from sdmad_lite.models.sdmad import TextBank
 
     cols = list(range(len(task.categories)))
-    kept = E.select_signs(task, support, cfg, cols, head)
+    kept = SD.select_signs(task, support, cfg, cols, head)
     t = task.text
     text = TextBank(t.signs, t.sign_mask, t.normal, t.abnormal).with_active(torch.as_tensor(kept))
     mode = cfg.model.adapter_mode
-    ss, sa = E.head_scores(head, task, task.pool_feats.subset(support.all), text, mode)
-    ts, ta = E.head_scores(head, task, task.test_feats, text, mode)
-    ev = E.evaluate(task, support, E.Predictions(ss, sa, ts, ta, kept=kept))
+    ss, sa = SD.head_scores(head, task, task.pool_feats.subset(support.all), text, mode)
+    ts, ta = SD.head_scores(head, task, task.test_feats, text, mode)
+    ev = R.evaluate(task, support, Predictions(ss, sa, ts, ta, kept=kept))
     return {"subset_accuracy": float(ev["integrated"]["subset_accuracy"]),
             "macro_auroc": float(ev["integrated"]["macro_auroc"]),
             "hamming_score": float(ev["integrated"]["hamming_score"])}
@@ -154,17 +157,17 @@ def bench_backbone(backbone: str, args, n_test: int, n_pool: int, epochs: int, v
                    residual_epochs: int | None = None) -> list[dict]:
     """``residual_epochs``: the residual variants' epochs when not ``epochs`` (their epochs are long on a
     ViT-B); their totals are then not comparable and their goals use the time per epoch."""
-    from sdmad_lite import engine as E
-    from sdmad_lite import experiments as X
+    from sdmad_lite import task as T
+    from sdmad_lite.methods import sdmad as SD
     from sdmad_lite import features as Fe
 
     weights = C.weights_for(backbone)
     cfg = make_cfg(backbone, weights, n_test, n_pool, epochs, args.k, args.seed, args.image_size)
     info: dict = {}
     with C.timed(info, "task_build_s"):  # cold cache: text bank + frozen features of test set and pool
-        task = X.get_task(cfg)
+        task = T.get_task(cfg)
     bb = task.backbone
-    support = E.draw_support(task, cfg.k_shot, cfg.seed, cfg.train.val_fraction)
+    support = task.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction)
     rows_all = support.all
     with C.timed(info, "render_s"):  # the shots' images (phantoms are rendered; real data would be read)
         images = {int(i): task.pool[int(i)]["image"] for i in rows_all}
@@ -197,7 +200,7 @@ def bench_backbone(backbone: str, args, n_test: int, n_pool: int, epochs: int, v
             head, best_epoch = train_mvfa(task, support, vcfg, images, aug=not args.no_augment, on_epoch=cb)
             one_off = 0.0
         else:
-            res = E.train_head(task, support, vcfg, on_epoch=cb)
+            res = SD.train_head(task, support, vcfg, on_epoch=cb)
             head, best_epoch = res.head, res.best_epoch
             one_off = extract_s
         train_s = time.perf_counter() - t0
@@ -256,12 +259,12 @@ def bench_backbone(backbone: str, args, n_test: int, n_pool: int, epochs: int, v
     if args.profile:
         prof = {}
         pe = max(2, min(10, epochs))
-        prof["side-cached (engine.train_head)"] = C.profile_top_ops(lambda: E.train_head(task, support, with_mode(cfg, "side", pe)))
+        prof["side-cached (methods.sdmad.train_head)"] = C.profile_top_ops(lambda: SD.train_head(task, support, with_mode(cfg, "side", pe)))
         prof["mvfa-side (backbone every epoch)"] = C.profile_top_ops(
             lambda: train_mvfa(task, support, with_mode(cfg, "side", 3), images, aug=True))
         if any("residual" in v for v in variants):
-            prof["residual-cached (engine.train_head)"] = C.profile_top_ops(
-                lambda: E.train_head(task, support, with_mode(cfg, "residual", 2)))
+            prof["residual-cached (methods.sdmad.train_head)"] = C.profile_top_ops(
+                lambda: SD.train_head(task, support, with_mode(cfg, "residual", 2)))
         rec["profile"][backbone] = prof
     return rows
 
@@ -302,7 +305,7 @@ def main(argv=None) -> int:
         "total = one-off extraction of the shots' features (cached variants, median of repeats) + training; the "
         "library extracts the whole pool once per backbone and dataset (task_build_s, shared by every run).",
         "'mvfa-*' names MVFA's training recipe (no cache, backbone every epoch) applied to SD-MAD's head; it is "
-        "not the 'mvfa' baseline method of models/baselines.py (one-vs-rest adapters).",
+        "not the 'mvfa' baseline method of the registry (methods.yaml) (one-vs-rest adapters).",
         "PhantomCLIP-tiny uses the shipped checkpoint when present; ViT-B-32 uses random weights (no network): its "
         "timings are real, its accuracy is chance level, and it uses smaller sets (see settings); its residual "
         "variants run fewer epochs (vit_residual_epochs), so for them only the time per epoch is compared.",

@@ -1,4 +1,4 @@
-"""Time (and optionally profile) SD-MAD's training loop alone: ``engine.train_head`` on cached features.
+"""Time (and optionally profile) SD-MAD's training loop alone: ``methods.sdmad.train_head`` on cached features.
 
     python benchmarks/profile_head.py [--backbone phantomclip-tiny|ViT-B-32] [--mode side|residual]
         [--epochs 60] [--repeats 3] [--pyinstrument] [--torch-profiler]
@@ -34,16 +34,16 @@ def main(argv=None) -> int:
 
     import bench_training as B
 
-    from sdmad_lite import engine as E
-    from sdmad_lite import experiments as X
+    from sdmad_lite import task as T
+    from sdmad_lite.methods import sdmad as SD
 
     cfg = B.make_cfg(args.backbone, C.weights_for(args.backbone), 200, 300, args.epochs, 4, 0, 224, args.mode)
-    task = X.get_task(cfg)
-    sup = E.draw_support(task, 4, 0, cfg.train.val_fraction)
+    task = T.get_task(cfg)
+    sup = task.draw_support(4, 0, cfg.train.val_fraction)
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        res = E.train_head(task, sup, cfg)
+        res = SD.train_head(task, sup, cfg)
         times.append(time.perf_counter() - t0)
     ms = 1000 * statistics.median(times) / args.epochs
     print(f"{args.backbone} {args.mode}: {len(sup.train)} train + {len(sup.val)} val shots, blocks {task.blocks}, "
@@ -53,14 +53,14 @@ def main(argv=None) -> int:
 
         p = Profiler(interval=0.0005)
         p.start()
-        E.train_head(task, sup, cfg)
+        SD.train_head(task, sup, cfg)
         p.stop()
         print(p.output_text(unicode=False, color=False))
     if args.torch_profiler:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            E.train_head(task, sup, cfg)
+            SD.train_head(task, sup, cfg)
         print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15))
     return 0
 

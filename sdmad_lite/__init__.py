@@ -2,7 +2,7 @@
 
 SD-MAD: Sign-Driven Few-shot Multi-Anomaly Detection in Medical Images (arXiv 2505.16659).
 """
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .config import ExperimentConfig, get_profile, load_config  # noqa: E402
 from .info import print_config  # noqa: E402

@@ -6,7 +6,12 @@ import platform
 import sys
 from importlib import metadata
 
+import torch
+
+from . import settings
 from .config import PROFILE_ENV, get_profile
+from .models.backbone import PHANTOMCLIP_CHECKPOINT
+from .version import __version__
 
 
 def _version(dist: str) -> str:
@@ -18,10 +23,6 @@ def _version(dist: str) -> str:
 
 def config_summary(profile: str | None = None, seed: int | None = None) -> dict[str, str]:
     """The facts :func:`print_config` prints, as a dict (also recorded in every result)."""
-    import torch
-
-    from . import __version__
-
     prof = get_profile(profile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -33,7 +34,7 @@ def config_summary(profile: str | None = None, seed: int | None = None) -> dict[
         "open_clip": _version("open_clip_torch"),
         "numpy": _version("numpy"),
         "profile": f"{prof.name} ({prof.description})",
-        "profile_source": "argument" if profile else (f"${PROFILE_ENV}" if os.environ.get(PROFILE_ENV) else "default"),
+        "profile_source": "argument" if profile else (f"${PROFILE_ENV}" if settings.profile_name() else "default"),
         "backbone": f"{prof.backbone} [{prof.pretrained}]" + _checkpoint_note(prof),
         "device": device,
         "threads": str(torch.get_num_threads()),
@@ -46,8 +47,6 @@ def config_summary(profile: str | None = None, seed: int | None = None) -> dict[
 def _checkpoint_note(prof) -> str:
     if prof.backbone != "phantomclip-tiny":
         return ""
-    from .models.backbone import PHANTOMCLIP_CHECKPOINT
-
     return "" if PHANTOMCLIP_CHECKPOINT.is_file() else " — checkpoint MISSING: run `sdmad pretrain-phantomclip`"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
+from ..version import __version__
 from ..config import ConfigError, ProfileUnavailableError
 from ..data.images import ImageLoadError
 from ..info import print_config

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from sdmad_lite.data import tables
-from sdmad_lite.data.images import load_image, pil_to_array
+from sdmad_lite.data.images import _scale_to_uint8, load_image, pil_to_array
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
@@ -385,10 +386,8 @@ class MedMNISTDataset:
         j = int(self._index[i])
         img = np.asarray(self._image_array()[j])
         if img.ndim == 3:  # RGB flags (not chest/oct): luminance
-            from PIL import Image
             img = pil_to_array(Image.fromarray(np.ascontiguousarray(img)))
         elif img.dtype != np.uint8:
-            from sdmad_lite.data.images import _scale_to_uint8
             img = _scale_to_uint8(img)
         findings = [self._classes[k] for k in np.flatnonzero(self._full[i])]
         sample = {

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from ..io import file_hash, sha256_file  # noqa: F401 (sha256_file: part of this module's API)
+from ..io import file_hash
 
 USER_AGENT = "sdmad-lite-download/0.1"
 

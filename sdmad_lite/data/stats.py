@@ -7,7 +7,6 @@ selections with the counts the paper reports (its selection is not published).
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 import numpy as np

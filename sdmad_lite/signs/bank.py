@@ -28,7 +28,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..models.backbone import CONTEXT_LENGTH, count_tokens
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..models.backbone import CONTEXT_LENGTH, Backbone, count_tokens
 from . import parser
 from .schema import TEMPLATES_FILE, BankData, Sign
 from .yamlio import Problems, template_fields
@@ -226,10 +231,50 @@ class SignBank(BankData):
                                             for i, _ in self._selection[c])
         return out
 
+    def distinct_signs(self) -> pd.DataFrame:
+        """One row per distinct candidate sign of the bank (a shared sign once): id, text, kind, the
+        categories that list it, those that select it, the renderer sign it describes, shared."""
+        rows: dict[str, dict] = {}
+        for c in self.categories:
+            r = self.renders(c)
+            sel = {s.id for s in self.selected(c)}
+            for s in self.candidates(c):
+                row = rows.setdefault(s.id, {"id": s.id, "text": s.text, "kind": s.kind, "categories": [],
+                                             "selected_in": [], "renders": None})
+                row["categories"].append(c)
+                if s.id in sel:
+                    row["selected_in"].append(c)
+                row["renders"] = row["renders"] or r.get(s.id)
+        table = pd.DataFrame(rows.values())
+        table["shared"] = table["categories"].map(len) > 1
+        return table
+
+    def sign_embeddings(self, backbone: Backbone, cached: bool = True) -> tuple[list[str], torch.Tensor]:
+        """Ids and embeddings ``(N, D)`` of :meth:`distinct_signs`: the normalised mean of each sign's
+        prompts over the templates, as SD-MAD's text bank embeds them (``cached=False`` encodes
+        afresh: a backbone with random weights has no reusable cache key)."""
+        prompts: dict[str, list[str]] = {}
+        for c in self.categories:
+            prompts.update(self.sign_prompts(c, "all"))
+        ids = list(self.distinct_signs()["id"])
+        if cached:
+            return ids, torch.stack([backbone.mean_text(prompts[i]) for i in ids])
+        flat = [q for i in ids for q in prompts[i]]
+        with torch.no_grad():
+            e = backbone.encode_text(flat).reshape(len(ids), len(self.templates), -1)
+        return ids, F.normalize(e.mean(1), dim=-1)
+
+    def category_means(self, ids: Sequence[str], embeddings: torch.Tensor | np.ndarray,
+                       signs: str = "selected") -> np.ndarray:
+        """t̄_c per category ``(C, D)``: the normalised mean of the embeddings of its ``signs``
+        ("selected": the expert selection; "all": every candidate), rows of ``embeddings`` by ``ids``."""
+        e = np.asarray(embeddings)
+        index = {i: k for k, i in enumerate(ids)}
+        m = np.stack([e[[index[s.id] for s in self._resolve_signs(c, signs)]].mean(0) for c in self.categories])
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
     def to_frame(self):
         """One row per (category, candidate): text, kind, shared, selected, reason, renders."""
-        import pandas as pd
-
         rows = []
         for c in self.categories:
             reasons = dict(self._selection.get(c, []))

@@ -4,17 +4,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt  # no backend is forced here: notebooks keep their inline figures
+import numpy as np
+from PIL import Image
 
-# (no backend is forced here: notebooks keep their inline figures)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from sdmad_lite.io import RESOURCES
 
-from sdmad_lite.io import RESOURCES  # noqa: E402
-
-from .catalogue import get_modality  # noqa: E402
-from .world import render  # noqa: E402
+from .catalogue import get_modality
+from .world import render
 
 SAMPLES = RESOURCES / "samples"
 CHEST_PICKS = ("00000211_000.png", "00006626_000.png", "00002927_000.png", "00001511_000.png")

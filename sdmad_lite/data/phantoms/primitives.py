@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from sdmad_lite.seeding import rng as derive
+
 F32 = np.float32
 Patch = tuple[slice, slice]
 
@@ -261,7 +263,5 @@ def site(scene: Scene, key: str, sampler: Callable[[np.random.Generator], object
     or not its sibling signs are drawn.
     """
     if key not in scene.sites:
-        from sdmad_lite.seeding import rng as derive
-
         scene.sites[key] = sampler(derive(scene.seed, "site", key))
     return scene.sites[key]

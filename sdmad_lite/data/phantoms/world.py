@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from sdmad_lite.data.tables import label_rows
 from sdmad_lite.seeding import rng as derive
 
 from .catalogue import ModalitySpec, get_modality
@@ -145,11 +146,6 @@ def uniform_labels(spec: ModalitySpec, n: int, rng: np.random.Generator, normal_
 def real_labels(spec: ModalitySpec, n: int, rng: np.random.Generator, normal_fraction: float = 0.3) -> np.ndarray:
     """Abnormal rows drawn uniformly from the real label table (``sdmad_lite.data.tables``),
     normals with probability ``normal_fraction``; OCT rows keep exactly one label."""
-    try:
-        from sdmad_lite.data.tables import label_rows
-    except ImportError as e:  # pragma: no cover - depends on the rest of the library
-        raise ImportError("label_source='real' needs sdmad_lite.data.tables.label_rows; "
-                          "use label_source='uniform' without it") from e
     rows = np.asarray(label_rows(spec.dataset, list(spec.categories)), dtype=np.int8)
     rows = rows[rows.sum(1) > 0]
     if len(rows) == 0:
