@@ -2,12 +2,13 @@
 
 For each page of the table of contents: the page loads, every image on it loads, every
 internal link points at a page (and anchor) that exists, and the browser console shows no
-error. On a chapter (a notebook), every code cell whose source draws a figure (matplotlib,
+error, and no request leaves the book (an offline reader has no network: MathJax, fonts and
+scripts must be served from the book itself). Equations must be typeset: a page with math shows
+one MathJax element per equation. On a chapter (a notebook), every code cell whose source draws a figure (matplotlib,
 seaborn, the library's ``*_figure`` functions and explorers; see :func:`figure_cells`) must show
 at least one loaded image in its output, and every "*Figure:*" caption must have an image
-between it and the previous caption (a caption never stands under an empty output). A full-page screenshot of each page is written for people to look at. Requests to
-outside hosts that fail (this machine has no network) are reported apart, not as errors;
-an *image* from an outside host is an error (the book must carry its own images).
+between it and the previous caption (a caption never stands under an empty output). A full-page screenshot of each page is written for people to look at. A request to an
+outside host is an error (the page would break offline), and so is an image from an outside host.
 
     python scripts/check_book_html.py [_build/html] [--screenshots DIR]
 
@@ -23,6 +24,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 
@@ -136,6 +138,11 @@ JS_LINKS = """return Array.from(document.querySelectorAll('a[href]')).map(a => a
 JS_CELLS = """return Array.from(document.querySelectorAll('div.cell')).map(c => {
   const imgs = Array.from(c.querySelectorAll('.cell_output img'));
   return [imgs.filter(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0).length, imgs.length]; });"""
+# math: the equations in the page source, and the ones MathJax typeset
+JS_MATH = """return [document.querySelectorAll('article .math').length,
+                    document.querySelectorAll('article mjx-container').length];"""
+# every resource the page loaded, by URL (the Resource Timing API)
+JS_RESOURCES = """return performance.getEntriesByType('resource').map(e => e.name);"""
 # captions ("Figure: ..." paragraphs) with no image between them and the previous caption
 JS_CAPTIONS = """const out = []; let seen = false;
 for (const el of document.querySelectorAll('article img, article p')) {
@@ -152,8 +159,7 @@ def check(html_dir: Path, shots: Path) -> int:
     shots.mkdir(parents=True, exist_ok=True)
     driver = make_driver()
     failures: list[str] = []
-    external: list[str] = []
-    n_images = n_links = n_figures = 0
+    n_images = n_links = n_figures = n_equations = 0
     per_page: dict[str, int] = {}
     try:
         for page in pages:
@@ -184,6 +190,19 @@ def check(html_dir: Path, shots: Path) -> int:
                                         f"loaded image ({cells[pos][1]} image(s) there) — was the kernel's matplotlib "
                                         "backend non-interactive (MPLBACKEND=Agg)?")
                 per_page[page] = sum(c[0] for c in cells)
+            # math typeset (MathJax runs after load: wait for it a little)
+            n_math, n_typeset = driver.execute_script(JS_MATH)
+            for _ in range(40):
+                if n_typeset >= n_math:
+                    break
+                time.sleep(0.1)
+                n_math, n_typeset = driver.execute_script(JS_MATH)
+            n_equations += n_math
+            if n_typeset < n_math:
+                failures.append(f"{page}: {n_math} equations but MathJax typeset {n_typeset} (is MathJax served from _static?)")
+            for url in driver.execute_script(JS_RESOURCES):
+                if url.startswith(("http://", "https://")) and not url.startswith(base):
+                    failures.append(f"{page}: request to an outside host (breaks offline): {url}")
             for cap in driver.execute_script(JS_CAPTIONS):
                 failures.append(f"{page}: caption with no image above it: {cap!r}")
             # internal links
@@ -207,7 +226,7 @@ def check(html_dir: Path, shots: Path) -> int:
                     continue
                 urls = re.findall(r"https?://[^\s\"')]+", msg)
                 if urls and not any(x.startswith(base) for x in urls):
-                    external.append(f"{page}: {msg}")
+                    failures.append(f"{page}: a request to an outside host failed (breaks offline): {msg}")
                 else:
                     failures.append(f"{page}: console error: {msg}")
             # full-page screenshot
@@ -218,13 +237,10 @@ def check(html_dir: Path, shots: Path) -> int:
     finally:
         driver.quit()
         server.shutdown()
-    print(f"checked {len(pages)} pages, {n_images} images, {n_links} internal links, {n_figures} drawing cells; "
+    print(f"checked {len(pages)} pages, {n_images} images, {n_links} internal links, {n_figures} drawing cells, "
+          f"{n_equations} equations; "
           f"screenshots in {shots}")
     print("images in cell outputs per chapter: " + ", ".join(f"{Path(p).stem} {n}" for p, n in per_page.items()))
-    if external:
-        print(f"{len(external)} request(s) to outside hosts failed (no network here; not counted as errors):")
-        for e in external:
-            print("  -", e)
     if failures:
         print(f"FAILED: {len(failures)} problem(s):")
         for e in failures:

@@ -1,7 +1,7 @@
 """The training losses of SD-MAD (the paper gives no formulas; these are our documented choices).
 
 Notation: for image i and category c, ``ℓ_ic`` is the category logit of the head,
-``s_ick = cos(u_ic, t_ck)`` the similarity of the category feature to sign k of category c,
+``s_icj = cos(u_ic, t_cj)`` the similarity of the category feature to sign j of category c,
 ``S_icc' = cos(u_ic, t̄_c')`` its similarity to the mean sign embedding of category c'.
 
 - **Alignment** (multi-label): ``L_align = mean_ic BCE(σ(ℓ_ic), y_ic)``.
@@ -11,7 +11,7 @@ Notation: for image i and category c, ``ℓ_ic`` is the category logit of the he
   signs than to any other category's signs by a margin m.
 - **Intra-anomaly alignment** (pull a category's signs together around its feature): for every
   positive (i, c), the spread of its similarities to the category's active signs,
-  ``L_intra = mean_ic Var_k(s_ick)`` — the feature should agree with *all* its signs, not one.
+  ``L_intra = mean_ic Var_j(s_icj)`` — the feature should agree with *all* its signs, not one.
 - **Anchor**: ``L_anchor = mean_i BCE(σ(ℓ_ai), 1[i is abnormal])``.
 
 Each term has a weight in :class:`~sdmad_lite.config.LossConfig`; a weight of 0 turns it off.
@@ -43,7 +43,7 @@ def discrepancy_loss(cross_sim: torch.Tensor, y: torch.Tensor, margin: float) ->
 
 
 def intra_loss(sign_sim: torch.Tensor, active: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean over positive (i, c) of the variance of ``s_ick`` over the active signs k.
+    """Mean over positive (i, c) of the variance of ``s_icj`` over the active signs j.
 
     ``sign_sim``: (B, C, K); ``active``: (C, K) bool; ``y``: (B, C).
     """

@@ -4,17 +4,17 @@ An LLM's candidate descriptions include signs that are not visible, or that the
 vision–language model does not know. SD-MAD drops them at inference; the paper does not give
 its rule. Ours uses only the support set:
 
-1. For category c and each sign k of its pool, the **support discrimination**
-   ``d_ck = mean_{x ∈ S_c} cos(v(x), t_ck) − mean_{x ∈ S_0} cos(v(x), t_ck)``: how much more the
+1. For category c and each sign j of its pool, the **support discrimination**
+   ``d_cj = mean_{x ∈ S_c} cos(v(x), t_cj) − mean_{x ∈ S_0} cos(v(x), t_cj)``: how much more the
    sign's text matches the support images *with* c than the normal support images.
    ``v`` is the frozen image embedding (what the VLM itself sees), or the adapted category
    feature (``features="adapted"``).
 2. An **outlier test** within the category: robust z-scores
-   ``z_k = (d_ck − median_k d_c) / (1.4826·MAD_k d_c)``; a sign is kept when ``z_k ≥ −z_thr`` and
-   ``d_ck > 0``. The best sign is always kept.
+   ``z_j = (d_cj − median_j d_c) / (1.4826·MAD_j d_c)``; a sign is kept when ``z_j ≥ −z_thr`` and
+   ``d_cj > 0``. The best sign is always kept.
 
 Alternatives for the ablation: ``none`` (the pool as it is), ``expert`` (the recorded 3–5),
-``all`` (every candidate), ``topk`` (the k most discriminative of the pool).
+``all`` (every candidate), ``topk`` (the ``top_k`` most discriminative of the pool).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ RULES = ("auto", "none", "expert", "all", "topk")
 
 
 def support_discrimination(sims_pos: torch.Tensor, sims_neg: torch.Tensor) -> torch.Tensor:
-    """``d_k`` from similarities of positive (P, K) and normal (M, K) support images to K signs."""
+    """``d_j`` from similarities of positive (P, K) and normal (M, K) support images to K signs."""
     if len(sims_pos) == 0 or len(sims_neg) == 0:
         raise ValueError("sign selection needs at least one positive and one normal support image per category")
     return sims_pos.mean(0) - sims_neg.mean(0)

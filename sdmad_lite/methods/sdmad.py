@@ -94,7 +94,7 @@ def train_head(task: Task, support: Support, cfg: ExperimentConfig, text: TextBa
 
 def sign_discrimination(task: Task, rows: np.ndarray, cols: list[int], features: str = "frozen",
                         head: SDMADHead | None = None, mode: str = "side") -> torch.Tensor:
-    """d_ck (C, K) of ``selection.py`` from the support images ``rows``: the frozen embedding of the
+    """d_cj (C, K) of ``selection.py`` from the support images ``rows``: the frozen embedding of the
     images (``features="frozen"``) or the trained category features (``"adapted"``)."""
     y = task.y_pool[rows][:, cols]
     signs = task.text.signs[cols]

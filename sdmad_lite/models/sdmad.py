@@ -7,7 +7,7 @@ with the frozen ``ln_post`` and projection:
 
     u_b^ℓ = normalize(P · LN(A_b^ℓ(f^ℓ)[cls]))
 
-The text side is fixed: ``t_{c,k}`` is the embedding of sign ``k`` of category ``c`` (the mean
+The text side is fixed: ``t_{c,j}`` is the embedding of sign ``k`` of category ``c`` (the mean
 of its template prompts), ``t̄_c`` the mean over the category's active signs (those kept by
 sign selection), ``t_N`` / ``t_A`` the normal / abnormal anchor prompts. The score of category
 ``c`` is a two-way contrast between its signs and normality, averaged over blocks:
@@ -153,7 +153,7 @@ class SDMADHead(nn.Module):
         return cat, anc
 
     def sign_similarities(self, u: torch.Tensor, text: TextBank) -> torch.Tensor:
-        """cos(u_c, t_{c,k}) averaged over blocks: (B, C, K) (for selection and the losses)."""
+        """cos(u_c, t_{c,j}) averaged over blocks: (B, C, K) (for selection and the losses)."""
         uc = u[:, : self.n_categories].mean(2)  # (B, C, D)
         return torch.einsum("bcd,ckd->bck", uc, self.adapt_text(text.signs))
 
