@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import socket
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,97 +17,9 @@ from typing import Any
 
 import yaml
 
-from . import settings
 from .io import PACKAGE_DIR, atomic_write
-
-PROFILE_ENV = settings.PROFILE
-
-
-class ConfigError(ValueError):
-    """A configuration problem the user can fix (unknown key, wrong type, unknown profile)."""
-
-
-class ProfileUnavailableError(RuntimeError):
-    """A profile needs something (network, weights, data) that this machine does not have."""
-
-
-# --------------------------------------------------------------------------- profiles
-@dataclass(frozen=True)
-class Profile:
-    """One scale of the book: which backbone, which weights, which data."""
-
-    name: str
-    backbone: str
-    pretrained: str | None
-    data: str
-    needs_network: bool
-    description: str
-
-
-PROFILES: dict[str, Profile] = {
-    "offline": Profile(
-        name="offline",
-        backbone="phantomclip-tiny",
-        pretrained="shipped",
-        data="phantom",
-        needs_network=False,
-        description="PhantomCLIP-tiny shipped in the package + the phantom world; any CPU, no network",
-    ),
-    "colab": Profile(
-        name="colab",
-        backbone="ViT-B-16",
-        pretrained="openai",
-        data="medmnist",
-        needs_network=True,
-        description="open_clip ViT-B-16 (openai weights) + MedMNIST+ 224 px (ChestMNIST, OCTMNIST); a Colab GPU",
-    ),
-    "paper": Profile(
-        name="paper",
-        backbone="ViT-L-14-336",
-        pretrained="openai",
-        data="original",
-        needs_network=True,
-        description="ViT-L-14-336 (openai weights) + ChestX-ray14, OCT2017, fastMRI+ brain; a GPU machine",
-    ),
-}
-
-
-def get_profile(name: str | None = None) -> Profile:
-    """Return the profile named by ``name``, else by ``$SDMAD_PROFILE``, else ``offline``."""
-    chosen = name or settings.profile_name() or "offline"
-    chosen = chosen.strip().lower()
-    if chosen not in PROFILES:
-        raise ConfigError(
-            f"unknown profile {chosen!r} (from {'argument' if name else '$' + PROFILE_ENV}); "
-            f"choose one of {', '.join(PROFILES)}"
-        )
-    return PROFILES[chosen]
-
-
-def network_available(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host`` can be opened (used to fail fast, not to download)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def require_profile_ready(profile: Profile, weights_cached: bool = False) -> None:
-    """Fail at once, with the fix, when ``profile`` needs a network that is not there.
-
-    ``weights_cached`` says that the pretrained files are already on disk (then no network is
-    needed). The offline profile is always ready. This never falls back to random weights.
-    """
-    if not profile.needs_network or weights_cached:
-        return
-    if not network_available():
-        raise ProfileUnavailableError(
-            f"profile {profile.name!r} needs {profile.backbone} weights ({profile.pretrained}) and "
-            f"{profile.data} data, which must be downloaded, but there is no network and no cached copy. "
-            f"Run it where the network is reachable (for example on Colab), or use the offline profile: "
-            f"unset {PROFILE_ENV} or set {PROFILE_ENV}=offline."
-        )
+from .profiles import (PROFILE_ENV, PROFILES, ConfigError, Profile, ProfileUnavailableError,  # noqa: F401 (re-exported)
+                       get_profile, network_available, require_profile_ready)
 
 
 # --------------------------------------------------------------------------- experiment config
@@ -135,7 +46,8 @@ class ModelConfig:
     adapter_mode: str = "side"  # "side" (reads taps, cacheable) or "residual" (paper-faithful)
     adapter_blocks: list[int] | None = None  # None: MVFA's 6/12/18/24 of 24 scaled to the depth
     adapter_lambda: float = 0.8
-    adapter_hidden: int = 128
+    adapter_hidden: int | None = None  # None: width / 4 (CLIP-Adapter's reduction); 32 for PhantomCLIP-tiny
+    adapter_init: str = "near-identity"  # near-identity (the head starts at the frozen features) | default (nn.Linear's)
     text_adapter: bool = False
     device: str = "auto"  # where the frozen backbone runs: auto (cuda when there is one), cpu, cuda, cuda:N
 
@@ -154,13 +66,14 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    """SD-MAD's optimiser (AdamW, full batch). ``epochs``/``patience``/``val_fraction`` apply only
+    without tuning (``tuning.folds`` 0); with it, the epochs come from cross-validation."""
+
     epochs: int = 100
     lr: float = 1e-3
     weight_decay: float = 1e-2
-    batch_size: int = 32
     val_fraction: float = 0.25
     patience: int = 15
-    augment: bool = True
 
 
 @dataclass
@@ -168,10 +81,43 @@ class SelectionConfig:
     """Sign selection at inference (see selection.py)."""
 
     rule: str = "auto"  # auto | none | expert | all | topk
+    when: str = "after"  # after training (the paper) | before training | per-image (each image's top_k signs)
     pool: str = "expert"  # the signs selection chooses from: expert (the recorded 3-5) | all (every candidate)
     features: str = "frozen"  # frozen (what the VLM sees) | adapted (the trained category features)
     top_k: int = 3
     z_threshold: float = 1.0
+
+
+@dataclass
+class TuningConfig:
+    """The fair protocol (``tuning.py``): k-fold cross-validation inside the support set over the
+    method's ``grid`` (dotted config keys -> values; its registry entry declares it), an epoch
+    budget, and early stopping on the held-out folds. ``folds`` 0: no tuning (fit once as configured)."""
+
+    folds: int = 3
+    max_epochs: int = 300
+    patience: int = 15
+    grid: dict[str, list] = field(default_factory=dict)
+
+
+@dataclass
+class MVFAConfig:
+    """MVFA's few-shot recipe (``methods/mvfa.py``): Adam (0.5, 0.999) on the detection adapters."""
+
+    lr: float = 1e-3
+    epochs: int = 50
+
+
+@dataclass
+class AnomalyCLIPConfig:
+    """AnomalyCLIP's prompts (``methods/anomalyclip.py``): context length, deep-token depth and length."""
+
+    n_ctx: int = 12
+    depth: int = 3  # text blocks after which deep tokens are inserted (AnomalyCLIP: 8 of 12; here of 4)
+    deep_tokens: int = 4
+    lr: float = 1e-3
+    epochs: int = 15
+    local_weight: float = 1.0
 
 
 @dataclass
@@ -212,6 +158,9 @@ class ExperimentConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     coop: CoopConfig = field(default_factory=CoopConfig)
+    mvfa: MVFAConfig = field(default_factory=MVFAConfig)
+    anomalyclip: AnomalyCLIPConfig = field(default_factory=AnomalyCLIPConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,10 +185,17 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             except ConfigError as e:
                 errs.append(str(e))
         raise ConfigError(errs[0] if errs else f"{where}: bad value {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        kt, vt = args if args else (str, Any)
+        return {_check_type(k, kt, f"{where} key"): _check_type(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if tp is list and not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
@@ -283,6 +239,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("phantom-chest", "phantom-oct", "phantom-brain", "chestmnist", "octmnist", "chestxray14",
                      "oct2017", "fastmri-brain"),
     "model.adapter_mode": ("side", "residual"),
+    "model.adapter_init": ("near-identity", "default"),
+    "selection.when": ("after", "before", "per-image"),
     "selection.rule": ("auto", "none", "expert", "all", "topk"),
     "selection.pool": ("expert", "all"),
     "selection.features": ("frozen", "adapted"),
@@ -290,8 +248,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-#: the registry of methods (names, families, overlays): read here to check names at load, and by
-#: ``sdmad_lite.methods``, which binds each family to its code
+#: The registry of methods, with their names, families and overlays. It is read here to check a
+#: method name at load, and by ``sdmad_lite.methods``, which binds each family to its code.
 METHODS_FILE = PACKAGE_DIR / "configs" / "methods.yaml"
 
 

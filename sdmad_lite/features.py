@@ -110,7 +110,7 @@ class TextEmbeddings:
     ``model_key`` must identify the encoder *and its weights*. Only texts not yet cached are
     encoded, in batches; the cache is one file per model key, written atomically (merged with
     what another process wrote meanwhile), with this object's memory on top. Get the instance of
-    an encoder with :meth:`of` (one per model key in a process).
+    an encoder with :meth:`TextEmbeddings.of` (one per model key in a process).
     """
 
     _INSTANCES: dict[str, "TextEmbeddings"] = {}
@@ -121,6 +121,7 @@ class TextEmbeddings:
 
     @classmethod
     def of(cls, encode_fn: Callable[[list[str]], torch.Tensor], model_key: str) -> "TextEmbeddings":
+        """The one instance of this process for ``model_key`` (created with ``encode_fn`` on first use)."""
         if model_key not in cls._INSTANCES:
             cls._INSTANCES[model_key] = cls(encode_fn, model_key)
         return cls._INSTANCES[model_key]

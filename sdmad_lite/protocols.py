@@ -20,7 +20,7 @@ images that are normal or carry c; positives carry c; the category's own score (
 abnormal by the anchor: anchor AUROC and recall of normal vs the images whose labels are all held
 out (the strict unseen case), vs any held-out label, and vs seen categories only (the reference).
 Which category is held out, and how many seeds per category, is the experiment's choice
-(:func:`sdmad_lite.run.open_set_categories`).
+(:func:`sdmad_lite.run.open_set_heldout`).
 """
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ def evaluate_integrated(
     y_true: Any,
     thresholds: Any,
     anchor_threshold: float,
+    y_pred: Any | None = None,
 ) -> dict[str, Any]:
     """Integrated protocol: normal and all C anomaly categories in one label space.
 
@@ -78,11 +79,14 @@ def evaluate_integrated(
     * Predictions: :func:`predict_integrated` (anchor gate, then per-category thresholds).
     * Label metrics (subset accuracy, both Hamming variants, micro/macro F1) are computed over
       the C+1 columns. Since every true and every predicted row has at least one label, the
-      0/0 case of :func:`hamming_score` never occurs here.
+      0/0 case of :func:`~sdmad_lite.metrics.labels.hamming_score` never occurs here.
     * Score metrics use raw scores, not the gate: column 0 is scored by ``−anchor`` (so its
       AUROC equals ``binary_auroc``), columns 1..C by ``scores`` over all images. Macro AUROC
       and AP average the C+1 columns, ignoring NaN; ``anomaly_macro_auroc`` / ``_ap`` average
       the C anomaly columns only.
+
+    ``y_pred``: predicted labels ``(N, C+1)`` to use instead of the thresholded scores (the reference
+    rows, whose predictions are not thresholds of their scores).
 
     Returns a dict of floats, ``(C+1,)`` per-category arrays (index 0 = normal), the counts
     of defined AUROC/AP columns, ``y_pred`` and ``n_images``.
@@ -90,7 +94,7 @@ def evaluate_integrated(
     sc, yt, th = _protocol_inputs(scores, y_true, thresholds)
     an = _as_scores(anchor, "anchor", ndim=1)
     _same_rows(sc, an, "scores", "anchor")
-    y_pred = predict_integrated(sc, an, th, anchor_threshold)
+    y_pred = predict_integrated(sc, an, th, anchor_threshold) if y_pred is None else _as_labels(y_pred, "y_pred")
     normal = (yt.sum(axis=1) == 0).astype(np.int8)
     y_full = np.column_stack([normal, yt])
     s_full = np.column_stack([-an, sc])
@@ -119,7 +123,7 @@ def evaluate_integrated(
     }
 
 
-def evaluate_per_anomaly(scores: Any, y_true: Any, thresholds: Any) -> dict[str, Any]:
+def evaluate_per_anomaly(scores: Any, y_true: Any, thresholds: Any, y_pred: Any | None = None) -> dict[str, Any]:
     """Per-anomaly protocol: each category as its own detection task against normals.
 
     For category c the evaluation set is the test images that are normal or contain c
@@ -140,7 +144,8 @@ def evaluate_per_anomaly(scores: Any, y_true: Any, thresholds: Any) -> dict[str,
         n_pos[c] = int(y.sum())
         aucs[c], aps[c] = _auroc(y, s), _ap(y, s)
         if n_pos[c] > 0:
-            f1s[c] = float(_f1(*_confusion(y[:, None], (s >= th[c]).astype(np.int8)[:, None]))[0])
+            pred = (s >= th[c]) if y_pred is None else np.asarray(y_pred)[keep, c]
+            f1s[c] = float(_f1(*_confusion(y[:, None], pred.astype(np.int8)[:, None]))[0])
     auc, ap, f1 = _macro(aucs), _macro(aps), _macro(f1s)
     return {
         "protocol": "per-anomaly",

@@ -50,8 +50,9 @@ def evaluate(task: Task, support: Support, pred: Predictions, cols: list[int] | 
     yt = task.y_test[:, cols]
     thr = M.choose_thresholds(pred.support_scores, ys, rule="f1")
     athr = M.choose_binary_threshold(pred.support_anchor, (ys.sum(1) > 0).astype(int))
-    integ = protocols.evaluate_integrated(pred.test_scores, pred.test_anchor, yt, thr, athr)
-    per = protocols.evaluate_per_anomaly(pred.test_scores, yt, thr)
+    labels = pred.test_labels
+    integ = protocols.evaluate_integrated(pred.test_scores, pred.test_anchor, yt, thr, athr, labels)
+    per = protocols.evaluate_per_anomaly(pred.test_scores, yt, thr, None if labels is None else labels[:, 1:])
     return {"integrated": integ, "per-anomaly": per, "thresholds": thr, "anchor_threshold": athr}
 
 
@@ -108,6 +109,11 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
                  "dataset": cfg.data.dataset, "backbone": cfg.model.backbone, "adapter_mode": cfg.model.adapter_mode}
     _flatten("integrated.", ev["integrated"], row)
     _flatten("per-anomaly.", ev["per-anomaly"], row)
+    for i, name in enumerate(task.categories):  # per-category tables
+        row[f"per-anomaly.auroc.{name}"] = float(ev["per-anomaly"]["per_category_auroc"][i])
+        row[f"integrated.auroc.{name}"] = float(ev["integrated"]["per_category_auroc"][i + 1])
+    row["integrated.auroc.normal"] = float(ev["integrated"]["per_category_auroc"][0])
+    row.update(pred.extra.get("row", {}))
     if pred.kept is not None and task.drawn.any():
         pool = task.expert if cfg.selection.pool == "expert" else task.text.sign_mask.numpy()
         for truth_name, truth in (("drawn", task.drawn), ("known", task.known)):

@@ -1,7 +1,7 @@
 """The task: what is fixed across seeds for one dataset and backbone.
 
 A :class:`Task` holds the evaluation set and the few-shot pool (disjoint), their frozen features
-(cached on disk), the sign bank of the modality and its text embeddings (:class:`TextBank`),
+(cached on disk), the sign bank of the modality and its text embeddings (:class:`~sdmad_lite.models.sdmad.TextBank`),
 and the sign-level ground truth of the phantom world. Every method of the book reads the same
 task; the few-shot support sets are drawn from ``task.pool`` (``data.fewshot.draw_support``).
 """
@@ -131,9 +131,14 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
 def make_head(task: Task, cfg: ExperimentConfig, n_categories: int | None = None, lam: float | None = None) -> SDMADHead:
     """A fresh SD-MAD head for ``task`` (``lam=1`` gives the head at the frozen features: the adapters
     contribute nothing, every branch scores the frozen class token)."""
-    return SDMADHead(n_categories or len(task.categories), task.blocks, task.backbone.width, cfg.model.adapter_hidden,
+    return SDMADHead(n_categories or len(task.categories), task.blocks, task.backbone.width, adapter_hidden(task, cfg),
                      cfg.model.adapter_lambda if lam is None else lam, cfg.loss.temperature, cfg.model.text_adapter,
-                     task.backbone.embed_dim)
+                     task.backbone.embed_dim, init=cfg.model.adapter_init)
+
+
+def adapter_hidden(task: Task, cfg: ExperimentConfig) -> int:
+    """The adapters' hidden width: ``model.adapter_hidden``, or a quarter of the backbone's width."""
+    return cfg.model.adapter_hidden or max(1, task.backbone.width // 4)
 
 
 # ----------------------------------------------------------------------------- one per process

@@ -55,6 +55,7 @@ class Predictions:
     test_anchor: np.ndarray
     kept: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    test_labels: np.ndarray | None = None  # (N, C+1) predicted labels that bypass the thresholds (reference rows)
 
 
 @dataclass
@@ -137,3 +138,88 @@ def train(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
     module.eval()
     res.history, res.best_epoch = state["history"], (state["best_epoch"] if restore_best else state["epoch"])
     return res
+
+
+# ----------------------------------------------------------------------------- stacks of models
+class StackedAdamW:
+    """AdamW over the parameters of a stack of models that share tensors, with one learning rate and
+    one weight decay per model (a tuning grid trained at once).
+
+    ``params``: ``(tensor, dim, model_of)`` triples, ``model_of`` giving for each index of the
+    tensor's dimension ``dim`` the model it belongs to; ``lr`` / ``weight_decay``: one value per model.
+    The moments are torch's fused Adam (run at lr 1, no decay); the step of each model is then scaled
+    by its own learning rate and its decoupled weight decay applied — torch's AdamW, element by element.
+    """
+
+    def __init__(self, params: list[tuple[torch.Tensor, int, torch.Tensor]], lr: torch.Tensor,
+                 weight_decay: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for p, _, _ in params]
+        self.scale = []
+        for p, dim, model_of in params:
+            shape = [1] * p.ndim
+            shape[dim] = p.shape[dim]
+            lr_p = lr[model_of].reshape(shape).to(p.dtype)
+            self.scale.append((lr_p, 1 - lr_p * weight_decay[model_of].reshape(shape).to(p.dtype)))
+        self.adam = torch.optim.Adam(self.params, lr=1.0, betas=betas, eps=eps, fused=True)
+        self._old = [torch.empty_like(p) for p in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adam.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, old in zip(self.params, self._old):
+            old.copy_(p)
+        self.adam.step()  # p <- old - m̂ / (√v̂ + eps)
+        for p, old, (lr, keep) in zip(self.params, self._old, self.scale):
+            p.sub_(old).mul_(lr).add_(old * keep)  # old·(1 − lr·wd) − lr·m̂/(√v̂ + eps)
+
+    def state_dict(self) -> dict:
+        return self.adam.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adam.load_state_dict(state)
+
+
+@dataclass
+class StackRecord:
+    """What :func:`train_stack` saw: held-out losses ``(E+1, M)`` and held-out scores
+    ``(E+1, M, N, C+1)`` of the state after ``e`` updates, ``e = 0..E`` (E: the updates made)."""
+
+    held_out: torch.Tensor
+    scores: torch.Tensor
+
+    @property
+    def epochs(self) -> int:
+        return int(self.held_out.shape[0]) - 1
+
+
+def train_stack(optimizer, step: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], epochs: int,
+                patience: int, min_delta: float = 1e-3) -> StackRecord:
+    """Train a stack of M models at once, one full-batch update per epoch.
+
+    ``step()`` runs one forward pass over the support images and returns the M training losses
+    (their sum is minimised: the models share no parameter, so each gets its own gradient), the M
+    held-out losses and the scores of every image under every model — held-out values come from the
+    same pass, so they describe the state *before* this epoch's update. Stops when every model has
+    gone ``patience`` epochs without a held-out loss better than its best by ``min_delta`` (relative),
+    or after ``epochs`` updates.
+    """
+    curves, snaps = [], []
+    best = bad = None
+    for e in range(epochs + 1):
+        loss, v, sc = step()
+        curves.append(v.detach().clone())
+        snaps.append(sc.detach().clone())
+        if best is None:
+            best, bad = v.detach().clone(), torch.zeros_like(v)
+        else:
+            better = v.detach() < best - min_delta * best.abs()  # a better held-out loss: by 0.1 % at least
+            best = torch.where(better, v.detach(), best)
+            bad = torch.where(better, torch.zeros_like(bad), bad + 1)
+        if e == epochs or bool((bad >= patience).all()):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+    return StackRecord(torch.stack(curves), torch.stack(snaps))

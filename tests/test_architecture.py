@@ -10,6 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "sdmad_lite"
 #: lowest first; a module may import from its own layer and the ones before it
 LAYERS = [
     ["version", "settings", "io", "seeding"],
+    ["profiles"],
     ["config"],
     ["data"],
     ["features"],
@@ -17,7 +18,7 @@ LAYERS = [
     ["signs"],
     ["losses", "selection", "metrics"],
     ["protocols"],
-    ["task", "train"],
+    ["task", "train", "tuning"],
     ["methods"],
     ["run", "sweep", "reports", "info"],
     ["explore"],

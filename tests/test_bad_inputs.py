@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sdmad_lite import profiles
 from sdmad_lite import config as C
 from sdmad_lite import metrics as M
 from sdmad_lite import protocols as P
@@ -240,7 +241,7 @@ def test_config_unknown_key_or_wrong_type(tmp_path, text, match):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("method: sdmad-lite\n", r"bad\.yaml\.method: unknown method 'sdmad-lite'; choose one of sdmad, .*mvfa"),
+    ("method: sdmad-lite\n", r"bad\.yaml\.method: unknown method 'sdmad-lite'; choose one of always-normal, .*sdmad, .*mvfa"),
     ("selection: {rule: best}\n", r"bad\.yaml\.selection\.rule: unknown value 'best'; choose one of auto, none, expert"),
     ("model: {adapter_mode: parallel}\n", r"bad\.yaml\.model\.adapter_mode: unknown value 'parallel'; choose one of "
                                           r"side, residual"),
@@ -282,7 +283,7 @@ def test_unknown_profile(tmp_path, monkeypatch):
 
 
 def test_profile_needing_the_network_without_one(monkeypatch):
-    monkeypatch.setattr(C, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(profiles, "network_available", lambda *a, **k: False)
     with pytest.raises(C.ProfileUnavailableError, match=r"profile 'colab' needs ViT-B-16 weights \(openai\).*no "
                                                         r"network and no cached copy.*SDMAD_PROFILE=offline"):
         C.require_profile_ready(C.get_profile("colab"))
@@ -293,7 +294,7 @@ def test_profile_needing_the_network_without_one(monkeypatch):
 def test_cli_run_with_a_network_profile_without_network(tmp_path, monkeypatch, capsys):
     from sdmad_lite import task as T
 
-    monkeypatch.setattr(C, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(profiles, "network_available", lambda *a, **k: False)
     monkeypatch.setattr(T, "weights_cached", lambda name, pretrained: False)
     monkeypatch.setattr(T, "_BACKBONES", {})
     cfg = tmp_path / "colab.yaml"

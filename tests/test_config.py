@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from sdmad_lite import profiles
 from sdmad_lite import config as C
 from sdmad_lite.seeding import rng, seed_everything
 
@@ -24,7 +25,7 @@ def test_unknown_profile_names_choices(monkeypatch):
 
 
 def test_network_profile_fails_fast_without_network(monkeypatch):
-    monkeypatch.setattr(C, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(profiles, "network_available", lambda *a, **k: False)
     with pytest.raises(C.ProfileUnavailableError, match="no network and no cached copy"):
         C.require_profile_ready(C.get_profile("colab"))
     C.require_profile_ready(C.get_profile("colab"), weights_cached=True)  # cached: fine

@@ -1,7 +1,7 @@
 """The ``sdmad`` command: every sub-command's arguments, gathered here (domain modules hold no argparse).
 
-Modules: :mod:`.data` (phantoms, stats), :mod:`.signs`, :mod:`.models` (pretrain-phantomclip,
-zeroshot-report), :mod:`.experiments` (run, sweep).
+Modules: ``cli/data.py`` (phantoms, stats), ``cli/signs.py``, ``cli/models.py`` (pretrain-phantomclip,
+zeroshot-report), ``cli/experiments.py`` (run, sweep).
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
-"""The method registry: SD-MAD, its variants and every baseline, by name.
+"""The method registry: SD-MAD, its variants, every baseline and the reference rows, by name.
 
 Each entry of ``configs/methods.yaml`` names a *family* (the module that fits it), an optional
-config *overlay* (an ablation is SD-MAD with some settings changed) and a description; an entry
-with ``unavailable`` is listed in the tables with its reason but not run. A family's ``fit(task,
-support, cfg, cols)`` returns a fitted model with ``scores(features) -> (category, anchor)``
-probabilities, ``kept`` signs (or None) and ``n_parameters``; :func:`predict` turns it into the
-:class:`~sdmad_lite.train.Predictions` every protocol reads. A method's hyper-parameters are its
-config section (``probe``, ``coop``; SD-MAD's: ``model``, ``loss``, ``train``, ``selection``).
+config *overlay* (an ablation is SD-MAD with some settings changed; ``base`` inherits another
+entry's overlay) with the method's tuning grid, and a description; an entry with ``unavailable``
+is listed in the tables with its reason but not run. A family's ``fit(task, support, cfg, cols)``
+returns a fitted model with ``scores(features) -> (category, anchor)`` probabilities, ``kept`` signs
+(or None), ``n_parameters`` and, when it was cross-validated, ``tuned`` (``tuning.Tuned``);
+:func:`predict` turns it into the :class:`~sdmad_lite.train.Predictions` every protocol reads, with
+the *out-of-fold* scores of the support set for the thresholds of a tuned method.
 """
 from __future__ import annotations
 
@@ -18,17 +19,23 @@ from ..config import METHODS_FILE, ConfigError, ExperimentConfig, deep_update, m
 from ..data.fewshot import Support
 from ..task import Task
 from ..train import Predictions, one_thread
-from . import coop, generic, probe, sdmad, zeroshot
+from . import anomalyclip, coop, generic, mvfa, probe, reference, sdmad, zeroshot
 
 #: family -> fit(task, support, cfg, cols, checkpoint=None)
 FAMILIES: dict[str, Callable] = {
-    "sdmad": sdmad.fit,
-    "generic-prompt": generic.fit,
+    "always-normal": reference.fit_always_normal,
+    "label-prior": reference.fit_label_prior,
     "zeroshot-names": zeroshot.fit_names,
     "zeroshot-signs": zeroshot.fit_signs,
+    "sdmad": sdmad.fit,
+    "generic-prompt": generic.fit,
     "linear-probe": probe.fit,
     "coop": coop.fit,
+    "mvfa": mvfa.fit,
+    "anomalyclip": anomalyclip.fit,
 }
+#: families that fit nothing (their rows need no tuning)
+UNTRAINED = ("always-normal", "label-prior", "zeroshot-names", "zeroshot-signs")
 
 
 @dataclass(frozen=True)
@@ -43,28 +50,43 @@ class Method:
 
     @property
     def trained(self) -> bool:
-        return self.family not in ("zeroshot-names", "zeroshot-signs", None)
+        """Fitted on the support set (and therefore tuned by cross-validation)."""
+        epochs = self.overrides.get("train", {}).get("epochs")
+        return self.family is not None and self.family not in UNTRAINED and epochs != 0
+
+    @property
+    def grid(self) -> dict:
+        return self.overrides.get("tuning", {}).get("grid", {})
 
 
 def _load_registry() -> dict[str, Method]:
-    out = {}
-    for name, e in method_registry().items():
-        fam = e.get("family")
+    raw = method_registry()
+    out: dict[str, Method] = {}
+    for name, e in raw.items():
+        over, fam, seen = dict(e.get("overrides") or {}), e.get("family"), [name]
+        base = e.get("base")
+        while base:  # inherit the base entry's family and overlay (the entry's own settings win)
+            if base not in raw or base in seen:
+                raise ConfigError(f"{METHODS_FILE}: method {name!r} has an unknown or circular base {base!r}")
+            seen.append(base)
+            over = deep_update(raw[base].get("overrides") or {}, over)
+            fam = fam or raw[base].get("family")
+            base = raw[base].get("base")
         if e.get("unavailable") is None and fam not in FAMILIES:
             raise ConfigError(f"{METHODS_FILE}: method {name!r} has unknown family {fam!r} ({', '.join(FAMILIES)})")
-        out[name] = Method(name, fam, e.get("description", ""), e.get("overrides") or {}, e.get("unavailable"))
+        out[name] = Method(name, fam, e.get("description", ""), over, e.get("unavailable"))
     return out
 
 
 REGISTRY: dict[str, Method] = _load_registry()
 #: the methods that can run, in the order of the tables
 ALL_METHODS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.unavailable is None)
-#: listed but not run: name -> why
+#: The methods listed but not run, each with the reason.
 UNAVAILABLE: dict[str, str] = {n: m.unavailable for n, m in REGISTRY.items() if m.unavailable}
 
 
 def get(name: str) -> Method:
-    """The registry entry of ``name``; an unknown or unavailable name is a :class:`ConfigError`."""
+    """The registry entry of ``name``; an unknown or unavailable name is a :class:`~sdmad_lite.config.ConfigError`."""
     if name in UNAVAILABLE:
         raise ConfigError(f"method {name!r} cannot run: {UNAVAILABLE[name]}")
     if name not in REGISTRY:
@@ -73,7 +95,7 @@ def get(name: str) -> Method:
 
 
 def check(cfg: ExperimentConfig, where: str = "config") -> ExperimentConfig:
-    """Raise :class:`ConfigError` naming ``method`` when ``cfg.method`` is not a runnable method."""
+    """Raise :class:`~sdmad_lite.config.ConfigError` naming ``method`` when ``cfg.method`` is not a runnable method."""
     try:
         get(cfg.method)
     except ConfigError as e:
@@ -101,11 +123,21 @@ def predict(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int]
             checkpoint: str | os.PathLike | None = None):
     """Fit ``cfg.method`` and score the support and the test images: ``(Predictions, fitted)``.
 
-    Few-shot work on cached features runs on one thread (tiny tensors); the residual variant's
-    frozen blocks keep every thread.
+    The support scores are out-of-fold when the method was cross-validated (its thresholds then
+    never see scores of images the scoring model was fitted on); the reference rows predict labels
+    directly. Few-shot work on cached features runs on one thread (tiny tensors); the residual
+    variant's frozen blocks keep every thread.
     """
     with one_thread(cfg.model.adapter_mode != "residual"):
         fitted = fit(task, support, cfg, cols, checkpoint)
         ss, sa = fitted.scores(task.pool_feats.subset(support.all))
         ts, ta = fitted.scores(task.test_feats)
-    return Predictions(ss, sa, ts, ta, kept=fitted.kept), fitted
+    tuned = getattr(fitted, "tuned", None)
+    extra: dict = {"row": {"support_scores": "in-sample" if get(cfg.method).trained and tuned is None else
+                           ("out-of-fold" if tuned is not None else "no fitting")}}
+    if tuned is not None:
+        ss, sa = tuned.oof_cat, tuned.oof_anchor
+        extra["tuning"] = tuned
+        extra["row"].update(tuned.as_row())
+    labels = fitted.labels(len(ts)) if hasattr(fitted, "labels") else None
+    return Predictions(ss, sa, ts, ta, kept=fitted.kept, extra=extra, test_labels=labels), fitted

@@ -1,6 +1,7 @@
 """Learned prompt context (CoOp): M learnable context vectors before the category name, and before
 "normal" / "abnormal" for the anchor, trained on the support set with the frozen image embedding
-(``config.CoopConfig``), through the one training loop of ``train.py``."""
+(``config.CoopConfig``). Tuned like every trained method: the grid × folds train at once, every
+model's contexts stacked in one tensor and its prompts encoded in one batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,18 +10,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import tuning as T
 from ..config import ExperimentConfig
 from ..data.fewshot import Support
 from ..features import Features
-from ..models.zeroshot import two_way_probability
 from ..task import Task
-from ..train import train
+from ..train import StackedAdamW, one_thread, train_stack
 
 
 class LearnedContext(torch.nn.Module):
-    """The context vectors of the category, normal and abnormal prompts (3, M, width), and their texts."""
+    """The context vectors of M models (M, 3, n_ctx, width): category, normal and abnormal prompts."""
 
-    def __init__(self, backbone, names: list[str], obj: str, n_ctx: int):
+    def __init__(self, backbone, names: list[str], obj: str, n_ctx: int, n_models: int = 1):
         super().__init__()
         self.backbone = [backbone]  # not a submodule: the frozen backbone is not trained or saved
         prefix = " ".join(["X"] * n_ctx)
@@ -28,19 +29,34 @@ class LearnedContext(torch.nn.Module):
         self.tok_n = backbone.tokenizer([f"{prefix} normal {obj}."])
         self.tok_a = backbone.tokenizer([f"{prefix} abnormal {obj}."])
         width = backbone.model.token_embedding.weight.shape[1]
-        self.ctx = torch.nn.Parameter(torch.randn(3, n_ctx, width) * 0.02)  # category / normal / abnormal contexts
+        self.ctx = torch.nn.Parameter(torch.randn(n_models, 3, n_ctx, width) * 0.02)
 
     def texts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Category (M, C, D), normal (M, D) and abnormal (M, D) text embeddings."""
         bb = self.backbone[0]
-        return (F.normalize(bb.text_forward_with_context(self.tok_c, self.ctx[0]), dim=-1),
-                F.normalize(bb.text_forward_with_context(self.tok_n, self.ctx[1]), dim=-1)[0],
-                F.normalize(bb.text_forward_with_context(self.tok_a, self.ctx[2]), dim=-1)[0])
+        return (F.normalize(bb.text_forward_with_contexts(self.tok_c, self.ctx[:, 0]), dim=-1),
+                F.normalize(bb.text_forward_with_contexts(self.tok_n, self.ctx[:, 1]), dim=-1)[:, 0],
+                F.normalize(bb.text_forward_with_contexts(self.tok_a, self.ctx[:, 2]), dim=-1)[:, 0])
+
+    def probabilities(self, v: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Category (M, N, C) and anchor (M, N) probabilities of image embeddings ``v`` (N, D)."""
+        tc, tn, ta = self.texts()
+        pc = torch.sigmoid((torch.einsum("nd,mcd->mnc", v, tc) - (v @ tn.T).T[..., None]) / tau)
+        pa = torch.sigmoid(((v @ ta.T) - (v @ tn.T)).T / tau)
+        return pc, pa
+
+
+def _loss(pc, pa, y, yab, w):
+    bce_c = F.binary_cross_entropy(pc.clamp(1e-6, 1 - 1e-6), y.expand_as(pc), reduction="none").mean(-1)
+    bce_a = F.binary_cross_entropy(pa.clamp(1e-6, 1 - 1e-6), yab.expand_as(pa), reduction="none")
+    return ((bce_c + bce_a) * w).sum(-1) / w.sum(-1).clamp(min=1)
 
 
 @dataclass
 class FittedCoop:
     prompts: LearnedContext
     tau: float
+    tuned: T.Tuned | None = None
     kept = None
 
     @property
@@ -49,29 +65,51 @@ class FittedCoop:
 
     def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            tc, tn, ta = self.prompts.texts()
-            v = feats.pooled
-            return two_way_probability(v, tc, tn, self.tau).numpy(), two_way_probability(v, ta[None], tn, self.tau)[:, 0].numpy()
+            pc, pa = self.prompts.probabilities(feats.pooled, self.tau)
+        return pc[0].numpy(), pa[0].numpy()
+
+
+def _train(task: Task, rows: np.ndarray, cols: list[int], cfg: ExperimentConfig, points: list[dict], n_folds: int,
+           w_tr: torch.Tensor, w_va: torch.Tensor | None, epochs: int, patience: int):
+    torch.manual_seed(cfg.seed)
+    m = len(points) * n_folds
+    names = [task.bank.category_name(task.categories[c]) for c in cols]
+    prompts = LearnedContext(task.backbone, names, task.bank.obj, cfg.coop.n_ctx, m)
+    lr = torch.tensor([float(p.get("coop.lr", cfg.coop.lr)) for p in points for _ in range(n_folds)])
+    wd = torch.tensor([float(p.get("coop.weight_decay", cfg.coop.weight_decay)) for p in points for _ in range(n_folds)])
+    opt = StackedAdamW([(prompts.ctx, 0, torch.arange(m))], lr, wd)
+    v = task.pool_feats.pooled[rows]
+    ys = task.y_pool[rows][:, cols]
+    y, yab = torch.as_tensor(ys).float(), torch.as_tensor(ys.sum(1) > 0).float()
+    tau = cfg.loss.temperature
+
+    def step():  # one forward pass: training losses, held-out losses and scores
+        pc, pa = prompts.probabilities(v, tau)
+        with torch.no_grad():
+            held = _loss(pc, pa, y, yab, w_va) if w_va is not None else torch.zeros(m)
+            scores = torch.cat([pc, pa[..., None]], -1)
+        return _loss(pc, pa, y, yab, w_tr), held, scores
+
+    with one_thread():
+        record = train_stack(opt, step, epochs, patience)
+    return prompts, record
 
 
 def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedCoop:
-    torch.manual_seed(cfg.seed)
-    names = [task.bank.category_name(task.categories[c]) for c in cols]
-    prompts = LearnedContext(task.backbone, names, task.bank.obj, cfg.coop.n_ctx)
     rows = support.all
-    vs = task.pool_feats.pooled[rows]
-    ys = task.y_pool[rows][:, cols]
-    y = torch.as_tensor(ys).float()
-    yab = torch.as_tensor(ys.sum(1) > 0).float()
-    opt = torch.optim.AdamW([prompts.ctx], lr=cfg.coop.lr, weight_decay=cfg.coop.weight_decay)
-    tau = cfg.loss.temperature
-
-    def step():
-        tc, tn, ta = prompts.texts()
-        pc = two_way_probability(vs, tc, tn, tau)
-        pa = two_way_probability(vs, ta[None], tn, tau)[:, 0]
-        loss = F.binary_cross_entropy(pc.clamp(1e-6, 1 - 1e-6), y) + F.binary_cross_entropy(pa.clamp(1e-6, 1 - 1e-6), yab)
-        return loss, {}
-
-    train(prompts, opt, step, None, cfg.coop.epochs, patience=None, restore_best=False)
-    return FittedCoop(prompts, tau)
+    ones = torch.ones(1, len(rows))
+    if cfg.tuning.folds < 2:
+        prompts, _ = _train(task, rows, cols, cfg, [{}], 1, ones, None, cfg.coop.epochs, cfg.coop.epochs + 1)
+        return FittedCoop(prompts, cfg.loss.temperature)
+    tc = cfg.tuning
+    y = task.y_pool[rows][:, cols]
+    folds = T.assign_folds(y, tc.folds, cfg.seed)
+    points = T.grid_points(tc.grid)
+    fold_of_model = torch.arange(len(points) * tc.folds) % tc.folds
+    in_val = torch.as_tensor(folds)[None, :] == fold_of_model[:, None]
+    _, record = _train(task, rows, cols, cfg, points, tc.folds, (~in_val).float(), in_val.float(), tc.max_epochs,
+                       tc.patience)
+    tuned = T.choose_from_stack(record, points, tc.folds, folds, y, tc.max_epochs)
+    final = T.apply_point(cfg, tuned.point)
+    prompts, _ = _train(task, rows, cols, final, [{}], 1, ones, None, tuned.epochs, tuned.epochs + 1)
+    return FittedCoop(prompts, cfg.loss.temperature, tuned)

@@ -1,5 +1,6 @@
 """Linear probe: logistic regression per category and for the anchor on the frozen image embedding
-(class-balanced BCE, L2 penalty, L-BFGS), trained on the support set (``config.ProbeConfig``)."""
+(class-balanced BCE, L2 penalty, L-BFGS), trained on the support set (``config.ProbeConfig``);
+its weight decay tuned by the cross-validation of ``tuning.py`` like every trained method."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import tuning as T
 from ..config import ExperimentConfig
 from ..data.fewshot import Support
 from ..features import Features
@@ -34,6 +36,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, wd: float, steps: int = 300, 
 class FittedProbe:
     lin: torch.nn.Linear
     scale: float
+    tuned: T.Tuned | None = None
     kept = None
 
     @property
@@ -46,11 +49,26 @@ class FittedProbe:
         return p[:, :-1], p[:, -1]
 
 
-def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedProbe:
+def _fit(task: Task, rows: np.ndarray, cols: list[int], cfg: ExperimentConfig) -> FittedProbe:
     torch.manual_seed(cfg.seed)
-    rows = support.all
     ys = task.y_pool[rows][:, cols]
     y = torch.as_tensor(np.column_stack([ys, ys.sum(1) > 0])).float()
     pc = cfg.probe
     return FittedProbe(fit_logistic(task.pool_feats.pooled[rows] * pc.scale, y, pc.weight_decay, pc.steps, pc.lr),
                        pc.scale)
+
+
+def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedProbe:
+    rows = support.all
+    if cfg.tuning.folds < 2:
+        return _fit(task, rows, cols, cfg)
+    y = task.y_pool[rows][:, cols]
+    folds = T.assign_folds(y, cfg.tuning.folds, cfg.seed)
+
+    def fit_score(point, tr, va):
+        return _fit(task, rows[tr], cols, T.apply_point(cfg, point)).scores(task.pool_feats.subset(rows[va]))
+
+    tuned = T.choose_from_folds(fit_score, T.grid_points(cfg.tuning.grid), folds, y)
+    out = _fit(task, rows, cols, T.apply_point(cfg, tuned.point))
+    out.tuned = tuned
+    return out

@@ -19,15 +19,15 @@ Two metrics that are both called "Hamming score"
 The multi-label literature uses the name *Hamming score* for two different quantities, and
 the SD-MAD paper does not say which one it reports. This module names them apart:
 
-* :func:`hamming_score` — the **example-based Jaccard accuracy** of Godbole & Sarawagi
+* :func:`~sdmad_lite.metrics.labels.hamming_score` — the **example-based Jaccard accuracy** of Godbole & Sarawagi
   (2004): the mean over images of ``|Y ∩ Ŷ| / |Y ∪ Ŷ|``. An image with no true and no
   predicted label scores 1 (0/0 := 1: "predicted nothing, and there was nothing"). This is
   ``sklearn.metrics.jaccard_score(average="samples", zero_division=1)``.
-* :func:`hamming_accuracy` — ``1 − Hamming loss``: the fraction of the N·C (image,
+* :func:`~sdmad_lite.metrics.labels.hamming_accuracy` — ``1 − Hamming loss``: the fraction of the N·C (image,
   category) cells predicted correctly. This is ``1 − sklearn.metrics.hamming_loss``.
 
 Both are reported by the integrated protocol; the book discusses which one matches the
-paper's numbers. :func:`subset_accuracy` is the exact-match ratio (every label right).
+paper's numbers. :func:`~sdmad_lite.metrics.labels.subset_accuracy` is the exact-match ratio (every label right).
 
 Conventions
 -----------
@@ -35,12 +35,12 @@ Conventions
   positive has F1 = 0 (not 1, and not skipped). Macro F1 is the plain mean over categories.
 * AUROC and AP need both classes: a category with a single class in the evaluation set gets
   ``NaN``, never an exception. Macro means ignore NaN (``nanmean``) and every macro result
-  says how many categories were defined (:class:`MacroScore`).
+  says how many categories were defined (:class:`~sdmad_lite.metrics.scores.MacroScore`).
 * A prediction is positive when ``score >= threshold``.
-* Thresholds are chosen on few-shot / validation data by :func:`choose_thresholds` and
-  :func:`choose_binary_threshold`; the protocol functions (``sdmad_lite.protocols``) only
+* Thresholds are chosen on few-shot / validation data by :func:`~sdmad_lite.metrics.thresholds.choose_thresholds` and
+  :func:`~sdmad_lite.metrics.thresholds.choose_binary_threshold`; the protocol functions (``sdmad_lite.protocols``) only
   *receive* thresholds and have no way to fit them on the test set.
-* Bad inputs raise :class:`MetricInputError` (a ``ValueError``) with a message that says
+* Bad inputs raise ``MetricInputError`` (a ``ValueError``) with a message that says
   what is wrong and what to check.
 """
 from __future__ import annotations

@@ -50,7 +50,7 @@ def bootstrap_ci(
     """Percentile bootstrap over images: resample the rows of all ``arrays`` together.
 
     ``metric_fn(*arrays, **kwargs)`` must return a number (or anything ``float()`` accepts,
-    such as a :class:`MacroScore`). Resamples on which the metric is NaN (e.g. AUROC of a
+    such as a :class:`~sdmad_lite.metrics.scores.MacroScore`). Resamples on which the metric is NaN (e.g. AUROC of a
     resample with one class) are dropped and reported in ``n_valid``. Same seed, same
     interval. This is the uncertainty from the *test images*; the spread over training seeds
     and few-shot samples is :func:`mean_std`'s job.

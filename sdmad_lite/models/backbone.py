@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,18 +29,13 @@ import torch.nn.functional as F
 
 from ..features import TextEmbeddings
 from ..io import sha256_file
+from .checkpoints import (MODELS_DIR, PHANTOMCLIP, PHANTOMCLIP_CARD, PHANTOMCLIP_CHECKPOINT,  # noqa: F401 (API)
+                          PHANTOMCLIP_CONFIG_FILE, BackboneError, load_state, quiet_random_init)
 
 CONTEXT_LENGTH = 77
-PHANTOMCLIP = "phantomclip-tiny"
-MODELS_DIR = Path(__file__).resolve().parent
-PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
-PHANTOMCLIP_CHECKPOINT = MODELS_DIR / f"{PHANTOMCLIP}.pt"
-PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
 KNOWN = (PHANTOMCLIP, "ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-L-14-336")
 
 
-class BackboneError(RuntimeError):
-    """The backbone cannot be built as asked (unknown name, weights unavailable, bad checkpoint)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -222,6 +216,52 @@ class Backbone:
         x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
         return x.to(out_device)
 
+    def text_forward_with_contexts(self, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """:meth:`text_forward_with_context` for M contexts at once: ``ctx`` (M, n_ctx, width) ->
+        (M, T, D), every model's prompts encoded in one batch (CoOp's grid × folds)."""
+        m = self.model
+        out_device, ctx, tokens = ctx.device, ctx.to(self.device), tokens.to(self.device)
+        n_models, n_ctx = ctx.shape[:2]
+        length = int((tokens != 0).sum(1).max())
+        t = tokens[:, :length]
+        x = m.token_embedding(t)  # (T, L, W)
+        x = x.unsqueeze(0).expand(n_models, -1, -1, -1)
+        c = ctx.unsqueeze(1).expand(-1, len(t), -1, -1)
+        x = torch.cat([x[:, :, :1], c, x[:, :, 1 + n_ctx:]], dim=2).reshape(n_models * len(t), length, -1)
+        x = x + m.positional_embedding[:length]
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = m.ln_final(x)
+        eot = t.argmax(dim=-1).repeat(n_models)
+        x = x[torch.arange(x.shape[0]), eot]
+        x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
+        return x.reshape(n_models, len(t), -1).to(out_device)
+
+    def text_forward_deep(self, tokens: torch.Tensor, ctx: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        """Learnable prompts of AnomalyCLIP's kind: ``ctx`` (M, T, n_ctx, width) replaces the token
+        embeddings at positions 1..n_ctx of each of the T prompts of each of M models, and ``deep``
+        (M, depth, t, width) replaces the hidden states at positions 1..t after text blocks 1..depth
+        (shared by a model's prompts). Returns (M, T, D) on the device of ``ctx``."""
+        m = self.model
+        out_device, ctx, deep, tokens = ctx.device, ctx.to(self.device), deep.to(self.device), tokens.to(self.device)
+        n_models, n_prompts, n_ctx = ctx.shape[:3]
+        length = int((tokens != 0).sum(1).max())
+        t = tokens[:, :length]
+        x = m.token_embedding(t).unsqueeze(0).expand(n_models, -1, -1, -1)
+        x = torch.cat([x[:, :, :1], ctx, x[:, :, 1 + n_ctx:]], dim=2)
+        x = (x + m.positional_embedding[:length]).reshape(n_models * n_prompts, length, -1)
+        mask = m.attn_mask[:length, :length]
+        depth, tn = deep.shape[1:3]
+        for i, block in enumerate(m.transformer.resblocks):
+            if 1 <= i <= depth:
+                d = deep[:, i - 1].unsqueeze(1).expand(-1, n_prompts, -1, -1).reshape(n_models * n_prompts, tn, -1)
+                x = torch.cat([x[:, :1], d, x[:, 1 + tn:]], dim=1)
+            x = block(x, attn_mask=mask)
+        x = m.ln_final(x)
+        eot = t.argmax(dim=-1).repeat(n_models)
+        x = x[torch.arange(x.shape[0]), eot]
+        x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
+        return x.reshape(n_models, n_prompts, -1).to(out_device)
+
     @property
     def text_embeddings(self) -> TextEmbeddings:
         """This backbone's text embeddings, cached on disk by (weights, text)."""
@@ -278,6 +318,11 @@ def weights_cached(name: str, pretrained: str | None) -> bool:
                for f in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"))
 
 
+def _card_of(path: Path) -> Path | None:
+    """The model card a checkpoint must match: the shipped one's, else none."""
+    return PHANTOMCLIP_CARD if path == PHANTOMCLIP_CHECKPOINT else None
+
+
 def default_taps(n_blocks: int) -> list[int]:
     """MVFA's adapted blocks 6/12/18/24 of a 24-block ViT-L, scaled to ``n_blocks``."""
     return sorted({max(1, int(b * n_blocks / 24 + 0.5)) for b in (6, 12, 18, 24)})
@@ -301,18 +346,18 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
                     else " For phantomclip-tiny, pretrained is 'default' (the shipped checkpoint), the path of a "
                          "checkpoint file, or None (random weights, on purpose).")
             raise BackboneError(f"checkpoint not found: {pretrained}.{hint}")
-        with _quiet_random_init(pretrained is not None):
+        with quiet_random_init(pretrained is not None):
             model = open_clip.create_model(PHANTOMCLIP, pretrained=None, device=device)
         if pretrained is not None:
-            _load_state(model, Path(pretrained), name)
+            load_state(model, Path(pretrained), name, _card_of(Path(pretrained)))
         mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     else:
         if pretrained == "default":
             pretrained = None if name.startswith("hf-hub:") else "openai"
         if pretrained is not None and Path(str(pretrained)).suffix in (".pt", ".bin", ".safetensors"):
-            with _quiet_random_init(True):
+            with quiet_random_init(True):
                 model = open_clip.create_model(name, pretrained=None, device=device)
-            _load_state(model, Path(pretrained), name)
+            load_state(model, Path(pretrained), name, _card_of(Path(pretrained)))
         else:
             try:
                 model = open_clip.create_model(name, pretrained=pretrained, device=device)
@@ -329,73 +374,3 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
     tokenizer = get_tokenizer(name)
     return Backbone(name=name, pretrained=None if pretrained is None else str(pretrained), model=model,
                     tokenizer=tokenizer, mean=mean, std=std)
-
-
-def _load_state(model: torch.nn.Module, path: Path, name: str) -> None:
-    if not path.is_file():
-        hint = " Build it with `sdmad pretrain-phantomclip`." if name == PHANTOMCLIP else ""
-        raise BackboneError(f"checkpoint not found: {path}.{hint}")
-    if path == PHANTOMCLIP_CHECKPOINT and PHANTOMCLIP_CARD.is_file():
-        try:
-            want = json.loads(PHANTOMCLIP_CARD.read_text()).get("sha256")
-        except (ValueError, AttributeError) as e:
-            raise BackboneError(f"{PHANTOMCLIP_CARD} (the model card of {path.name}) is not valid JSON ({e}); "
-                                "reinstall the package or rebuild with `sdmad pretrain-phantomclip`") from None
-        got = sha256_file(path)
-        if want and want != got:
-            raise BackboneError(
-                f"{path} has sha256 {got[:12]}…, the model card says {want[:12]}…: the shipped checkpoint "
-                "is damaged or was replaced. Reinstall the package or rebuild it with `sdmad pretrain-phantomclip`."
-            )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:120]
-        raise BackboneError(f"{path} is not a readable checkpoint ({type(e).__name__}{': ' + detail if detail else ''}); "
-                            "it may be empty or truncated (an interrupted download or copy): re-download or rebuild it") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    not_tensors = [k for k, v in state.items() if not torch.is_tensor(v)] if isinstance(state, dict) else None
-    if not_tensors is None or not_tensors or not state:
-        what = (f"a {type(state).__name__}" if not_tensors is None else "an empty dict" if not state
-                else f"a dict with non-tensor entries {not_tensors[:3]}")
-        raise BackboneError(f"{path} is not a model state dict ({what}); pass the file of an open_clip "
-                            f"state dict of {name} (e.g. written by `sdmad pretrain-phantomclip`)")
-    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
-    problems = _state_mismatch(model.state_dict(), state)
-    if problems:
-        raise BackboneError(f"{path} is a checkpoint of another model, not {name}: {problems}. "
-                            f"Pass a checkpoint of {name}, or the backbone name that matches the checkpoint.")
-    model.load_state_dict(state, strict=True)
-
-
-def _state_mismatch(want: dict, got: dict) -> str:
-    """'' when ``got`` fits ``want`` key for key and shape for shape; else a short description."""
-    missing = [k for k in want if k not in got]
-    unexpected = [k for k in got if k not in want]
-    shapes = [f"{k} {tuple(got[k].shape)} instead of {tuple(want[k].shape)}"
-              for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
-    out = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
-        if items:
-            out.append(f"{len(items)} {label} (e.g. {', '.join(items[:2])})")
-    return "; ".join(out)
-
-
-class _quiet_random_init:
-    """Silence open_clip's "Model initialized randomly" warning when a checkpoint is loaded right after
-    (the warning would say the opposite of what happens); a failed load still raises."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
-
-    def filter(self, record) -> bool:  # logging.Filter protocol
-        return "initialized randomly" not in record.getMessage()
-
-    def __enter__(self):
-        if self.active:
-            logging.getLogger().addFilter(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        logging.getLogger().removeFilter(self)

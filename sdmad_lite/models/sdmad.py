@@ -34,6 +34,7 @@ from .adapters import BranchAdapters
 from .backbone import Backbone
 
 PLACEMENTS = ("side", "residual")
+INITS = ("near-identity", "default")
 
 
 @dataclass
@@ -70,14 +71,31 @@ class TextBank:
 
 
 class SDMADHead(nn.Module):
-    """Adapters for C category branches + 1 anchor branch, and the scoring of the docstring above."""
+    """Adapters for C category branches + 1 anchor branch, and the scoring of the docstring above.
+
+    ``init="near-identity"`` (the default) scales the adapters' up-projections by 0.01 after their
+    usual draw, so that at initialisation ``A(f) ≈ λ·f`` and, the final LayerNorm being blind to
+    scale, the head scores the frozen features (the "SD-MAD at initialisation" reference);
+    ``init="default"`` keeps ``nn.Linear``'s draw (MVFA's). ``n_models`` > 1 stacks that many
+    independent heads (a tuning grid × cross-validation folds) in one set of batched adapters:
+    :meth:`forward` then returns features whose branch axis holds every model's branches, and
+    :meth:`per_model` splits them into a leading model axis that :meth:`logits` and
+    :meth:`sign_similarities` accept.
+    """
 
     def __init__(self, n_categories: int, blocks: list[int], width: int, hidden: int = 128, lam: float = 0.8,
-                 temperature: float = 0.07, text_adapter: bool = False, embed_dim: int | None = None):
+                 temperature: float = 0.07, text_adapter: bool = False, embed_dim: int | None = None,
+                 n_models: int = 1, init: str = "near-identity"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"model.adapter_init must be one of {', '.join(INITS)}, got {init!r}")
         self.n_categories = n_categories
+        self.n_models = n_models
         self.blocks = list(blocks)
-        self.adapters = BranchAdapters(n_categories + 1, self.blocks, width, hidden, lam)
+        self.adapters = BranchAdapters(n_models * (n_categories + 1), self.blocks, width, hidden, lam)
+        if init == "near-identity":
+            with torch.no_grad():
+                self.adapters.up.mul_(0.01)
         self.temperature = temperature
         self.text_adapter = None
         if text_adapter:
@@ -89,6 +107,13 @@ class SDMADHead(nn.Module):
     @property
     def anchor_branch(self) -> int:
         return self.n_categories
+
+    def per_model(self, u: torch.Tensor) -> torch.Tensor:
+        """(B, M·(C+1), ...) features of a stack of M heads -> (M, B, C+1, ...); unchanged when M = 1."""
+        if self.n_models == 1:
+            return u
+        b, nb = u.shape[:2]
+        return u.reshape(b, self.n_models, nb // self.n_models, *u.shape[2:]).transpose(0, 1)
 
     def adapt_text(self, t: torch.Tensor) -> torch.Tensor:
         """The optional text-side shift adapter: t + W t (W starts at zero), renormalised."""
@@ -142,20 +167,21 @@ class SDMADHead(nn.Module):
         return z[:, :, :, 0] if tokens == "cls" else z
 
     def logits(self, u: torch.Tensor, text: TextBank) -> tuple[torch.Tensor, torch.Tensor]:
-        """Category logits ℓ_c (B, C) and anchor logit ℓ_a (B,) from branch features ``u``."""
+        """Category logits s_c (..., B, C) and anchor logit s_a (..., B) from branch features ``u``
+        (..., B, C+1, L, D); a leading model axis (:meth:`per_model`) is kept."""
         t_c = self.adapt_text(text.category_means())  # (C, D)
         t_n = self.adapt_text(text.normal[None])[0]
         t_a = self.adapt_text(text.abnormal[None])[0]
-        uc = u[:, : self.n_categories]  # (B, C, L, D)
-        ua = u[:, self.anchor_branch]  # (B, L, D)
+        uc = u[..., : self.n_categories, :, :]  # (..., B, C, L, D)
+        ua = u[..., self.anchor_branch, :, :]  # (..., B, L, D)
         cat = ((uc * t_c[None, :, None]).sum(-1) - (uc @ t_n)).mean(-1) / self.temperature
         anc = ((ua @ t_a) - (ua @ t_n)).mean(-1) / self.temperature
         return cat, anc
 
     def sign_similarities(self, u: torch.Tensor, text: TextBank) -> torch.Tensor:
-        """cos(u_c, t_{c,j}) averaged over blocks: (B, C, K) (for selection and the losses)."""
-        uc = u[:, : self.n_categories].mean(2)  # (B, C, D)
-        return torch.einsum("bcd,ckd->bck", uc, self.adapt_text(text.signs))
+        """cos(u_c, t_{c,j}) averaged over blocks: (..., B, C, K) (for selection and the losses)."""
+        uc = u[..., : self.n_categories, :, :].mean(-2)  # (..., B, C, D)
+        return torch.einsum("...bcd,ckd->...bck", uc, self.adapt_text(text.signs))
 
     def sign_maps(self, patch_u: torch.Tensor, text: TextBank) -> torch.Tensor:
         """Patch-level similarity to each category's active signs: (B, C, P), block-averaged."""

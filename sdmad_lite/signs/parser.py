@@ -124,7 +124,7 @@ def parse_file(path: Path, tmpl: Templates, load_real: Callable[[Path], BankData
 
 
 def parse_real(doc: YamlDoc, probs: Problems, tmpl: Templates) -> BankData:
-    """A real sign file (candidates, shared signs, expert selection) into :class:`BankData`."""
+    """A real sign file (candidates, shared signs, expert selection) into :class:`~sdmad_lite.signs.schema.BankData`."""
     bank = BankData()
     bank.path, bank.name, bank.templates_file = doc.path, doc.path.stem, tmpl
     data = doc.data

@@ -35,7 +35,7 @@ class Sign:
     """One candidate sign of a category.
 
     ``categories`` lists the categories of the bank that use the sign (more than one for a
-    shared sign); ``reason`` is set on the signs returned by :meth:`SignBank.selected`.
+    shared sign); ``reason`` is set on the signs returned by :meth:`~sdmad_lite.signs.bank.SignBank.selected`.
     """
 
     id: str

@@ -60,6 +60,8 @@ class YamlDoc:
 
 
 class Problems:
+    """The errors and warnings found in sign files, each as ``file:line: message``."""
+
     def __init__(self) -> None:
         self.errors: list[str] = []
         self.warnings: list[str] = []

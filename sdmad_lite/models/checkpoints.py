@@ -1,0 +1,93 @@
+"""Checkpoints of the frozen backbone: reading a state dict safely, checking it fits the model, and
+the shipped PhantomCLIP-tiny checkpoint's checksum against its model card."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..io import sha256_file
+
+PHANTOMCLIP = "phantomclip-tiny"
+MODELS_DIR = Path(__file__).resolve().parent
+PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
+PHANTOMCLIP_CHECKPOINT = MODELS_DIR / f"{PHANTOMCLIP}.pt"
+PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
+
+
+class BackboneError(RuntimeError):
+    """The backbone cannot be built as asked (unknown name, weights unavailable, bad checkpoint)."""
+
+
+def load_state(model: torch.nn.Module, path: Path, name: str, card: Path | None = None) -> None:
+    """Load the state dict in ``path`` into ``model`` (backbone ``name``); ``card``: a model card whose
+    ``sha256`` the file must match (the shipped checkpoints). Every problem is one BackboneError."""
+    if not path.is_file():
+        hint = " Build it with `sdmad pretrain-phantomclip`." if name == PHANTOMCLIP else ""
+        raise BackboneError(f"checkpoint not found: {path}.{hint}")
+    if card is not None and card.is_file():
+        try:
+            want = json.loads(card.read_text()).get("sha256")
+        except (ValueError, AttributeError) as e:
+            raise BackboneError(f"{card} (the model card of {path.name}) is not valid JSON ({e}); "
+                                "reinstall the package or rebuild with `sdmad pretrain-phantomclip`") from None
+        got = sha256_file(path)
+        if want and want != got:
+            raise BackboneError(
+                f"{path} has sha256 {got[:12]}…, the model card says {want[:12]}…: the shipped checkpoint "
+                "is damaged or was replaced. Reinstall the package or rebuild it with `sdmad pretrain-phantomclip`."
+            )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:120]
+        raise BackboneError(f"{path} is not a readable checkpoint ({type(e).__name__}{': ' + detail if detail else ''}); "
+                            "it may be empty or truncated (an interrupted download or copy): re-download or rebuild it") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    not_tensors = [k for k, v in state.items() if not torch.is_tensor(v)] if isinstance(state, dict) else None
+    if not_tensors is None or not_tensors or not state:
+        what = (f"a {type(state).__name__}" if not_tensors is None else "an empty dict" if not state
+                else f"a dict with non-tensor entries {not_tensors[:3]}")
+        raise BackboneError(f"{path} is not a model state dict ({what}); pass the file of an open_clip "
+                            f"state dict of {name} (e.g. written by `sdmad pretrain-phantomclip`)")
+    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
+    problems = state_mismatch(model.state_dict(), state)
+    if problems:
+        raise BackboneError(f"{path} is a checkpoint of another model, not {name}: {problems}. "
+                            f"Pass a checkpoint of {name}, or the backbone name that matches the checkpoint.")
+    model.load_state_dict(state, strict=True)
+
+
+def state_mismatch(want: dict, got: dict) -> str:
+    """'' when ``got`` fits ``want`` key for key and shape for shape; else a short description."""
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} {tuple(got[k].shape)} instead of {tuple(want[k].shape)}"
+              for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+    out = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
+        if items:
+            out.append(f"{len(items)} {label} (e.g. {', '.join(items[:2])})")
+    return "; ".join(out)
+
+
+class quiet_random_init:
+    """Silence open_clip's "Model initialized randomly" warning when a checkpoint is loaded right after
+    (the warning would say the opposite of what happens); a failed load still raises."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def filter(self, record) -> bool:  # logging.Filter protocol
+        return "initialized randomly" not in record.getMessage()
+
+    def __enter__(self):
+        if self.active:
+            logging.getLogger().addFilter(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeFilter(self)
