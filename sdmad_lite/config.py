@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
+from . import settings
 from .io import PACKAGE_DIR, atomic_write
-from .profiles import (PROFILE_ENV, PROFILES, ConfigError, Profile, ProfileUnavailableError,  # noqa: F401 (re-exported)
-                       get_profile, network_available, require_profile_ready)
+from .validation import CHOICES, check_ranges
+from .profiles import PROFILES, ConfigError, get_profile
 
 
 # --------------------------------------------------------------------------- experiment config
@@ -29,6 +30,7 @@ class DataConfig:
 
     dataset: str = "phantom-chest"  # phantom-{chest,oct,brain}, chestmnist, octmnist, chestxray14, oct2017, fastmri-brain
     root: str | None = None  # folder of a real dataset (colab / paper profiles)
+    skip_missing: bool = False  # ChestX-ray14: use the images present (one archive is enough to try) instead of failing
     image_size: int = 224
     n_test: int = 600  # evaluation images (phantoms) or a cap on a real test split (0 = all)
     n_pool: int = 1000  # phantoms the few-shot support sets are drawn from (disjoint from the test set)
@@ -47,6 +49,7 @@ class ModelConfig:
     adapter_blocks: list[int] | None = None  # None: MVFA's 6/12/18/24 of 24 scaled to the depth
     adapter_lambda: float = 0.8
     adapter_hidden: int | None = None  # None: width / 4 (CLIP-Adapter's reduction); 32 for PhantomCLIP-tiny
+    weights_tag: str | None = None  # the open_clip tag a local weight file was published under (default: openai)
     adapter_init: str = "near-identity"  # near-identity (the head starts at the frozen features) | default (nn.Linear's)
     text_adapter: bool = False
     device: str = "auto"  # where the frozen backbone runs: auto (cuda when there is one), cpu, cuda, cuda:N
@@ -234,20 +237,6 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     return obj
 
 
-#: the values a text setting may take (checked on load, so a typo fails before any work is done)
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("phantom-chest", "phantom-oct", "phantom-brain", "chestmnist", "octmnist", "chestxray14",
-                     "oct2017", "fastmri-brain"),
-    "model.adapter_mode": ("side", "residual"),
-    "model.adapter_init": ("near-identity", "default"),
-    "selection.when": ("after", "before", "per-image"),
-    "selection.rule": ("auto", "none", "expert", "all", "topk"),
-    "selection.pool": ("expert", "all"),
-    "selection.features": ("frozen", "adapted"),
-    "protocols": ("integrated", "per-anomaly", "open-set"),
-}
-
-
 #: The registry of methods, with their names, families and overlays. It is read here to check a
 #: method name at load, and by ``sdmad_lite.methods``, which binds each family to its code.
 METHODS_FILE = PACKAGE_DIR / "configs" / "methods.yaml"
@@ -266,8 +255,26 @@ def _read_registry(_mtime: int) -> dict[str, dict[str, Any]]:
     return raw
 
 
+def method_entry(name: str) -> dict[str, Any]:
+    """The registry entry of method ``name`` with its ``base`` resolved: family, description,
+    overrides (the base's overlay under the entry's own) and unavailable."""
+    raw = method_registry()
+    e = raw[name]
+    over, fam, seen, base = dict(e.get("overrides") or {}), e.get("family"), [name], e.get("base")
+    while base:
+        if base not in raw or base in seen:
+            raise ConfigError(f"{METHODS_FILE}: method {name!r} has an unknown or circular base {base!r}")
+        seen.append(base)
+        over = deep_update(raw[base].get("overrides") or {}, over)
+        fam = fam or raw[base].get("family")
+        base = raw[base].get("base")
+    return {"family": fam, "description": e.get("description", ""), "overrides": over,
+            "unavailable": e.get("unavailable")}
+
+
 def _check_choices(cfg: "ExperimentConfig", where: str) -> None:
     """Raise :class:`ConfigError` naming the key when a setting is not one of its allowed values."""
+    check_ranges(cfg, where)
     if cfg.profile.strip().lower() not in PROFILES:
         raise ConfigError(f"{where}.profile: unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}")
     for key, allowed in CHOICES.items():
@@ -298,7 +305,17 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raise ConfigError(f"{p}: not valid YAML ({e})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(raw).__name__}")
-    return ExperimentConfig.from_dict(raw, where=str(p))
+    method = raw.get("method", ExperimentConfig.method)
+    env = settings.profile_name()
+    if env is not None:  # $SDMAD_PROFILE: validated here, honoured, never silently overridden
+        get_profile()
+        if "profile" in raw and str(raw["profile"]).strip().lower() != env:
+            raise ConfigError(f"{p}: the file says profile {raw['profile']!r} but {settings.PROFILE}={env}; "
+                              f"unset {settings.PROFILE} or remove 'profile' from the file")
+    base = (default_config(env) if env is not None and "profile" not in raw else ExperimentConfig()).to_dict()
+    if isinstance(method, str) and method in method_registry():  # the method's settings (its grid...) under the file's
+        base = deep_update(base, method_entry(method)["overrides"])
+    return ExperimentConfig.from_dict(deep_update(base, raw), where=str(p))
 
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
@@ -323,7 +340,7 @@ def default_config(profile: str | None = None, **overrides: Any) -> ExperimentCo
 def deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in upd.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and v and isinstance(out.get(k), dict):  # an empty mapping replaces (an empty grid)
             out[k] = deep_update(out[k], v)
         else:
             out[k] = v

@@ -8,7 +8,9 @@ import pandas as pd
 import torch
 
 from . import metrics as M
+from .data.phantoms.catalogue import MODALITIES
 from .data.phantoms.world import PhantomDataset
+from .methods.sdmad import branch_features
 from .metrics import mean_std
 from .models.captions import UNCAPTIONED
 from .models.zeroshot import category_text, two_way_probability
@@ -92,3 +94,40 @@ def summarize_report(df) -> pd.DataFrame:
             rec[c] = f"{100 * ms.mean:.1f} ± {100 * ms.std:.1f}"
         out.append(rec)
     return pd.DataFrame(out).set_index("modality")
+
+
+# ----------------------------------------------------------------------------- localization (chapter 9)
+def sign_mask(task, item: dict, c: int) -> np.ndarray:
+    """The union of the drawn-sign masks of category ``c`` in a phantom ``item`` (its ground truth)."""
+    signs = MODALITIES[task.dataset.removeprefix("phantom-")].category_signs[task.categories[c]]
+    m = np.zeros_like(item["image"], bool)
+    for s in signs:
+        if s in item["signs"]:
+            m |= item["signs"][s]
+    return m
+
+
+def sign_maps(task, head, text, n: int) -> torch.Tensor:
+    """Patch-level sign-similarity maps (n, C, grid, grid) of the first ``n`` test images."""
+    feats = task.test_feats.subset(range(n))
+    with torch.no_grad():
+        pu = branch_features(head, task, feats, "side", tokens="patches")
+        maps = head.sign_maps(pu, text)  # (n, C, P)
+    g = task.backbone.grid
+    return maps.reshape(n, len(task.categories), g, g)
+
+
+def localization(task, maps: torch.Tensor) -> pd.DataFrame:
+    """For every (test image, present category) of ``maps``: the pixel AUROC of the upsampled map against
+    the category's drawn-sign masks, the pointing game (map maximum inside a mask) and the mask's share."""
+    rows = []
+    for i in range(len(maps)):
+        item = task.test[i]
+        for c in np.flatnonzero(task.y_test[i]):
+            m = sign_mask(task, item, c)
+            if not m.any():
+                continue
+            up = torch.nn.functional.interpolate(maps[i, c][None, None], size=m.shape, mode="bilinear")[0, 0].numpy()
+            rows.append({"category": task.categories[c], "pixel AUROC": M.auroc(m.ravel().astype(int), up.ravel()),
+                         "pointing hit": bool(m.ravel()[up.argmax()]), "mask share": float(m.mean())})
+    return pd.DataFrame(rows)

@@ -9,6 +9,7 @@ drew), ``checkpoint.pt`` (the trained adapters; also the resume point), ``histor
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -24,11 +25,12 @@ import numpy as np
 from . import metrics as M
 from . import methods, protocols, settings
 from .config import ExperimentConfig, load_config, save_config
+from .data.build import check_feasible
 from .data.fewshot import Support, draw_support
 from .io import PACKAGE_DIR, cache_dir, write_json
 from .seeding import seed_everything
 from .selection import precision_recall
-from .task import Task, get_task
+from .task import Task, get_backbone, get_task
 from .train import Predictions
 
 
@@ -86,6 +88,8 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
     """Run one experiment end to end; returns a flat dict of results (also ``metrics.json``)."""
     t0 = time.time()
     methods.check(cfg)
+    get_backbone(cfg)  # the weights first: a profile that needs downloads fails at once
+    check_feasible(cfg)  # k shots per category drawable? before any feature, before the run folder
     out = Path(out_dir) if out_dir else None
     if out is not None:
         if (out / "metrics.json").exists() and not overwrite:
@@ -139,21 +143,46 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
 
 
 # ----------------------------------------------------------------------------- the result cache
+#: parts of the package that only *use* runs (commands, sweeps, reports, explorers): they cannot
+#: change a run's row, so they are not part of the code fingerprint
+CONSUMERS = ("cli", "sweep.py", "reports.py", "studies.py", "explore.py", "info.py")
+
+
+def _code(p: Path) -> bytes:
+    """What of a source file can change a result: its syntax tree without docstrings (comments are not
+    in it), so that editing documentation leaves the result cache valid. Other files: their bytes."""
+    if p.suffix != ".py":
+        return p.read_bytes()
+    tree = ast.parse(p.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """sha256 over the library's code, sign files and shipped checkpoint: any change to what
-    could alter a result changes it (the key of the result cache). Computed once per process."""
+    """sha256 over the library's code, sign files, registry and shipped checkpoints — every file that
+    could alter a run's result (the key of the result cache). ``CONSUMERS`` and the example configs are
+    left out, and so are docstrings and comments (:func:`_code`). Once per process."""
     h = hashlib.sha256()
     for p in sorted(PACKAGE_DIR.rglob("*")):
+        rel = p.relative_to(PACKAGE_DIR)
+        if rel.parts[0] in CONSUMERS or (rel.parts[0] == "configs" and p.name != "methods.yaml"):
+            continue
         if p.suffix in (".py", ".yaml", ".json", ".pt") and "__pycache__" not in p.parts:
-            h.update(str(p.relative_to(PACKAGE_DIR)).encode())
-            h.update(p.read_bytes())
+            h.update(str(rel).encode())
+            h.update(_code(p))
     return h.hexdigest()
 
 
 def result_path(cfg: ExperimentConfig) -> Path:
-    """Where :func:`run_cached` keeps the row of ``cfg`` (keyed by config and code fingerprint)."""
-    key = hashlib.sha256(json.dumps([cfg.to_dict(), code_fingerprint()], sort_keys=True).encode()).hexdigest()[:32]
+    """Where :func:`run_cached` keeps the row of ``cfg``: keyed by the config, the code fingerprint and,
+    for real data, a fingerprint of the files read (a replaced file is never answered from the cache)."""
+    data = "phantom" if cfg.data.dataset.startswith("phantom-") else check_feasible(cfg)  # the files read, not their path
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), code_fingerprint(), data], sort_keys=True).encode()).hexdigest()[:32]
     return cache_dir("runs") / f"{key}.json"
 
 

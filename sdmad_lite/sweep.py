@@ -6,7 +6,11 @@ where it stopped. Runs go to a local process pool or to Ray (a local instance or
 from __future__ import annotations
 
 import csv
+import datetime
+import hashlib
+import json
 import os
+import warnings
 from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,14 +22,54 @@ from .config import ConfigError, ExperimentConfig
 from .io import atomic_write
 from .metrics import mean_std
 from .methods import config_for
-from .run import process_pool, run_cached
+from .run import code_fingerprint, process_pool, run_cached
 
 
 def _run_job(job: tuple[dict, str | None]) -> dict:
-    """One run in a worker: ``(config dict, method)``; method None runs the config exactly as given."""
+    """One run in a worker: ``(config dict, method)``; method None runs the config exactly as given.
+    The row carries the hash of the run's config (what a resumed sweep matches rows on)."""
     cfg_dict, method = job
     cfg = ExperimentConfig.from_dict(cfg_dict)
-    return run_cached(config_for(method, cfg) if method else cfg)
+    cfg = config_for(method, cfg) if method else cfg
+    return dict(run_cached(cfg)) | {"config_hash": config_hash(cfg)}
+
+
+class SweepCSVError(ConfigError):
+    """A sweep CSV cannot be resumed by this sweep (another configuration, or not a sweep CSV)."""
+
+
+#: columns every finished row has, and the ones that must be numbers in [0, 1]
+REQUIRED = ("method", "seed", "k", "config_hash", "integrated.subset_accuracy", "integrated.hamming_score",
+            "wall_time_s")
+TEXT_COLUMNS = ("config_hash", "method", "profile", "dataset", "backbone", "adapter_mode")
+IN_UNIT = ("integrated.subset_accuracy", "integrated.hamming_score", "integrated.macro_auroc", "per-anomaly.mean_auroc")
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """What identifies a run's configuration in a sweep CSV (sha256 of its config, 16 hex digits)."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def base_hash(base: ExperimentConfig) -> str:
+    """What identifies a sweep: its base config without the settings a sweep varies (method, seed, k)."""
+    d = base.to_dict()
+    for key in ("method", "seed", "k_shot", "name"):
+        d.pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _finished(row: dict) -> bool:
+    """A row that holds a whole run (a row cut by a crash has empty or impossible values)."""
+    for key in REQUIRED:
+        if row.get(key) is None or row.get(key) == "":
+            return False
+    for key in IN_UNIT:
+        v = row.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or not (v != v or 0.0 <= v <= 1.0):
+            return False
+    return True
 
 
 def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], shots: Iterable[int],
@@ -33,7 +77,10 @@ def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], 
           ray_address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0) -> list[dict]:
     """Run methods × seeds × shots; each finished run is appended to ``out_csv`` at once.
 
-    Rows already in ``out_csv`` (same method, seed, k) are skipped: a killed sweep resumes.
+    Resuming: every row carries the hash of its run's config and the CSV's sidecar (``.json``) the
+    hash of the sweep's base config; a CSV of another base config is refused (:class:`SweepCSVError`),
+    a row that was cut or holds impossible values is recomputed (with a warning), a run asked for
+    twice is run once, and rows of the same sweep that are not asked for now are kept.
     ``backend``: ``local`` (sequential, or a process pool with ``workers`` > 1) or ``ray``.
 
     Ray: a Ray instance already initialised in this process is used as it is; otherwise
@@ -44,24 +91,59 @@ def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], 
     must be installed on every node. The CSV is written by this process only, as rows arrive.
     """
     out = Path(out_csv)
-    done = _read_rows(out)
-    have = {(r["method"], int(r["seed"]), int(r["k"])) for r in done}
-    jobs = []
+    wanted: dict[str, tuple[dict, str]] = {}  # config hash -> job, in the order asked (duplicates once)
     for k in shots:
         for seed in seeds:
             for m in methods:
-                if (m, seed, k) not in have:
-                    d = base.to_dict()
-                    d["seed"], d["k_shot"] = int(seed), int(k)
-                    jobs.append((d, m))
-    for m in methods:  # validates the method names before anything runs
-        config_for(m, base)
-    rows = list(done)
+                d = base.to_dict()
+                d["seed"], d["k_shot"] = int(seed), int(k)
+                cfg = config_for(m, ExperimentConfig.from_dict(d))  # validates the method name first
+                wanted.setdefault(config_hash(cfg), (d, m))
+    done = _resumable_rows(out, base)
+    keep = [r for r in done if _finished(r)]
+    bad = len(done) - len(keep)
+    if bad:
+        warnings.warn(f"{out}: {bad} row(s) cut or holding impossible values are recomputed", stacklevel=2)
+    have = {r["config_hash"] for r in keep}
+    jobs = [job for h, job in wanted.items() if h not in have]
+    rows = list(keep)
+    _write_sidecar(out, base)
+    if bad:
+        _write_rows(out, rows)
     ray_opts = {"address": ray_address, "num_cpus": cpus_per_run, "num_gpus": gpus_per_run}
     for row in _execute(jobs, backend, workers, progress, ray_opts):
         rows.append(row)
         _write_rows(out, rows)
     return rows
+
+
+def _resumable_rows(out: Path, base: ExperimentConfig) -> list[dict]:
+    """The rows of ``out`` that this sweep may resume from, or an error saying why there are none."""
+    if not out.exists():
+        return []
+    try:
+        done = _read_rows(out)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SweepCSVError(f"{out} is not a readable CSV ({e}); choose another --out or delete it") from None
+    if not done:
+        return []
+    if not {"method", "seed", "k", "config_hash"} <= set(done[0]):
+        raise SweepCSVError(f"{out} is not a sweep CSV of this version of sdmad (no method/seed/k/config_hash "
+                            "columns); choose another --out, or delete it to start afresh")
+    side = out.with_suffix(".json")
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    if meta.get("base") != base_hash(base):
+        raise SweepCSVError(f"{out} holds runs of another base configuration than this sweep's (its sidecar "
+                            f"{side.name} says {meta.get('base', 'nothing')}, this sweep is {base_hash(base)}): "
+                            "resuming would mix them in one table; choose another --out, or delete the CSV")
+    return done
+
+
+def _write_sidecar(out: Path, base: ExperimentConfig, **extra) -> None:
+    side = out.with_suffix(".json")
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    meta.update({"base": base_hash(base)} | extra)
+    atomic_write(side, json.dumps(meta, indent=1))
 
 
 def _forwarded_env() -> dict[str, str]:
@@ -114,7 +196,7 @@ def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: (v if k in TEXT_COLUMNS else _parse(v)) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def _parse(v: str):
@@ -153,3 +235,23 @@ def summarize(rows, metrics: Sequence[str], by: Sequence[str] = ("method", "k"),
             rec[m + " (mean)"] = ms.mean * scale
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def write_results(rows: list[dict], path: str | os.PathLike, command: str) -> None:
+    """Record in a sweep CSV's sidecar ``.json`` the command that wrote it, the library's code
+    fingerprint and the date (what a chapter that reads it prints)."""
+    p = Path(path)
+    side = p.with_suffix(".json")
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    meta.update({"command": command, "code": code_fingerprint(), "date": datetime.date.today().isoformat(),
+                 "rows": len(rows)})
+    atomic_write(side, json.dumps(meta, indent=1))
+
+
+def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """The rows of a results CSV and its sidecar (see :func:`write_results`); ``meta["current"]``
+    says whether the library that wrote it is the one installed now."""
+    p = Path(path)
+    meta = json.loads(p.with_suffix(".json").read_text())
+    meta["current"] = meta.get("code") == code_fingerprint()
+    return pd.DataFrame(_read_rows(p)), meta

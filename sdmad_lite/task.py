@@ -8,12 +8,14 @@ task; the few-shot support sets are drawn from ``task.pool`` (``data.fewshot.dra
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .config import ExperimentConfig, get_profile, require_profile_ready, resolve_device
+from .config import ExperimentConfig, resolve_device
+from .profiles import get_profile, require_profile_ready
 from .data.build import REAL_BANKS, dataset_key, phantom_datasets, real_datasets
 from .data.fewshot import Support, draw_support
 from .features import Features, cached_features
@@ -149,13 +151,14 @@ _BACKBONES: dict[str, Backbone] = {}
 def get_backbone(cfg: ExperimentConfig) -> Backbone:
     """The backbone of ``cfg`` (built once per process); a profile that needs downloads fails first."""
     device = resolve_device(cfg.model.device)
-    key = f"{cfg.model.backbone}|{cfg.model.pretrained}|{device}"
+    key = f"{cfg.model.backbone}|{cfg.model.pretrained}|{cfg.model.weights_tag}|{device}"
     if key not in _BACKBONES:
         prof = get_profile(cfg.profile)
-        if prof.needs_network and cfg.model.pretrained not in (None, "shipped"):
+        local = cfg.model.pretrained is not None and Path(cfg.model.pretrained).expanduser().exists()
+        if prof.needs_network and cfg.model.pretrained not in (None, "shipped") and not local:
             require_profile_ready(prof, weights_cached=weights_cached(cfg.model.backbone, cfg.model.pretrained))
         _BACKBONES[key] = load_backbone(cfg.model.backbone, "default" if cfg.model.pretrained == "shipped"
-                                        else cfg.model.pretrained, device=device)
+                                        else cfg.model.pretrained, device=device, weights_tag=cfg.model.weights_tag)
     return _BACKBONES[key]
 
 

@@ -7,7 +7,7 @@ For one few-shot draw (a support set of N images):
    points for every trained method) is trained on F−1 folds and scored on the held-out one, for
    every fold — a method that trains by epochs records its held-out loss and scores after every
    epoch, up to an epoch budget; its number of epochs is the one that minimises the held-out loss
-   averaged over the folds (:func:`choose`).
+   averaged over the folds (:func:`choose_from_stack`).
 3. The point with the best out-of-fold criterion (:func:`criterion`: the mean AUROC of the
    out-of-fold scores over the categories and the anchor) is chosen.
 4. The method is refitted on all N support images with that point and number of epochs; its
@@ -86,6 +86,7 @@ class Tuned:
     records: list[dict] = field(default_factory=list)  # one per grid point: point, epochs, criterion
     budget: int | None = None  # the epoch budget
     stopped_at: int | None = None  # the epoch the stack stopped (all models past their patience)
+    curves: np.ndarray | None = None  # (E+1, G) held-out loss after 0..E epochs, averaged over the folds
 
     def as_row(self) -> dict[str, Any]:
         out = {f"tuning.{k}": v for k, v in self.point.items()}
@@ -113,7 +114,7 @@ def choose_from_stack(record: StackRecord, points: list[dict], n_folds: int, fol
         records.append({"point": point, "epochs": e, "criterion": criterion(y, oof[:, :-1], oof[:, -1])})
     best = _best(records)
     return Tuned(points[best], records[best]["epochs"], oofs[best][:, :-1], oofs[best][:, -1], records, budget,
-                 record.epochs)
+                 record.epochs, curves.numpy())
 
 
 def choose_from_folds(fit_score: Callable[[dict, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],

@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "sdmad_lite"
 #: lowest first; a module may import from its own layer and the ones before it
 LAYERS = [
     ["version", "settings", "io", "seeding"],
-    ["profiles"],
+    ["profiles", "validation"],
     ["config"],
     ["data"],
     ["features"],
@@ -20,7 +20,7 @@ LAYERS = [
     ["protocols"],
     ["task", "train", "tuning"],
     ["methods"],
-    ["run", "sweep", "reports", "info"],
+    ["run", "sweep", "reports", "info", "studies"],
     ["explore"],
     ["cli", "__init__"],
 ]

@@ -277,6 +277,9 @@ def test_unknown_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("SDMAD_PROFILE", "laptop")
     with pytest.raises(C.ConfigError, match=r"unknown profile 'laptop' \(from \$SDMAD_PROFILE\)"):
         C.get_profile()
+    with pytest.raises(C.ConfigError, match=r"unknown profile 'laptop' \(from \$SDMAD_PROFILE\)"):
+        C.load_config(tmp_path / "bad.yaml") if (tmp_path / "bad.yaml").write_text("seed: 1\n") else None
+    monkeypatch.delenv("SDMAD_PROFILE")
     (tmp_path / "bad.yaml").write_text("profile: gpu\n")
     with pytest.raises(C.ConfigError, match=r"bad\.yaml\.profile: unknown profile 'gpu'; choose one of offline"):
         C.load_config(tmp_path / "bad.yaml")
@@ -501,14 +504,15 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_cli_recognises_library_errors_but_not_bugs():
-    from sdmad_lite.cli import user_errors
-    from sdmad_lite.run import RunExistsError
+    from sdmad_lite.cli import is_user_error
     from sdmad_lite.models.backbone import BackboneError
+    from sdmad_lite.run import RunExistsError
+    from sdmad_lite.settings import SettingError
 
-    errors = user_errors()
     for exc in (RunExistsError("x"), BackboneError("x"), ImageLoadError("x"), DatasetNotFoundError("x"),
                 SignFileError("x"), tables.TableError("x"), M.MetricInputError("x"), PoolTooSmallError("x"),
-                NonFiniteFeaturesError("x"), C.ConfigError("x"), C.ProfileUnavailableError("x")):
-        assert isinstance(exc, errors), type(exc)
-    for exc in (KeyError("x"), TypeError("x"), RuntimeError("x"), AttributeError("x")):
-        assert not isinstance(exc, errors), type(exc)
+                NonFiniteFeaturesError("x"), C.ConfigError("x"), C.ProfileUnavailableError("x"), SettingError("x")):
+        assert is_user_error(exc), type(exc)
+    for exc in (KeyError("x"), TypeError("x"), RuntimeError("x"), AttributeError("x"), ValueError("x"),
+                FileNotFoundError("x")):
+        assert not is_user_error(exc), type(exc)

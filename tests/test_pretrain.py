@@ -57,3 +57,16 @@ def test_shipped_checkpoint_loads_offline_and_matches_its_card():
     assert time.time() - t0 < 30  # "loads offline in under a few seconds" (generous bound for a loaded CI machine)
     e = model.encode_text(["a chest x-ray with a blunted costophrenic angle", "a normal chest x-ray"])
     assert torch.isfinite(e).all() and not torch.allclose(e[0], e[1])
+
+
+def test_the_checkpoint_without_the_caption_tag_loss_ships_and_loads():
+    import json
+
+    from sdmad_lite.io import sha256_file
+    from sdmad_lite.models import backbone as bb
+
+    card = json.loads(bb.PHANTOMCLIP_NOAUX_CARD.read_text())
+    assert card["recipe"]["aux_weight"] == 0.0 and "--aux-weight 0.0" in card["command"]
+    assert sha256_file(bb.PHANTOMCLIP_NOAUX) == card["sha256"] and bb.PHANTOMCLIP_NOAUX.stat().st_size < 20e6
+    a, b = bb.load("phantomclip-tiny", "shipped-noaux"), bb.load("phantomclip-tiny", "default")
+    assert a.key != b.key and not torch.equal(a.model.visual.proj, b.model.visual.proj)

@@ -19,6 +19,13 @@ def _key(r: dict) -> tuple:
     return (str(r["method"]), int(r["seed"]), int(r["k"]))
 
 
+def _row(cfg: ExperimentConfig) -> dict:
+    v = 0.1 * cfg.seed + 0.01 * cfg.k_shot
+    return {"method": cfg.method, "seed": cfg.seed, "k": cfg.k_shot, "dataset": cfg.data.dataset,
+            "integrated.subset_accuracy": v, "integrated.hamming_score": v, "integrated.macro_auroc": 0.5,
+            "wall_time_s": 0.1}
+
+
 def test_sweep_writes_one_row_per_run_and_resumes(tmp_path, monkeypatch):
     calls: list[tuple] = []
 
@@ -26,7 +33,7 @@ def test_sweep_writes_one_row_per_run_and_resumes(tmp_path, monkeypatch):
         calls.append((cfg.method, cfg.seed, cfg.k_shot))
         if fail_at and len(calls) == fail_at:
             raise KeyboardInterrupt("killed")  # a sweep killed in the middle of a run
-        return {"method": cfg.method, "seed": cfg.seed, "k": cfg.k_shot, "integrated.subset_accuracy": 0.1 * cfg.seed + cfg.k_shot}
+        return _row(cfg)
 
     monkeypatch.setattr(X, "run_cached", fake_run_cached)
     base = ExperimentConfig()
@@ -47,7 +54,7 @@ def test_sweep_writes_one_row_per_run_and_resumes(tmp_path, monkeypatch):
     assert len(on_disk) == len(rows) == len(want)
     assert {_key(r) for r in on_disk} == want  # one row per (method, seed, k), no duplicates
     for r in on_disk:
-        assert float(r["integrated.subset_accuracy"]) == pytest.approx(0.1 * int(r["seed"]) + int(r["k"]))
+        assert float(r["integrated.subset_accuracy"]) == pytest.approx(0.1 * int(r["seed"]) + 0.01 * int(r["k"]))
 
     calls.clear()
     again = X.sweep(base, methods, seeds, shots, out)
@@ -174,3 +181,94 @@ def test_ray_joins_the_cluster_it_is_given_and_forwards_the_environment(monkeypa
     monkeypatch.delenv("RAY_ADDRESS")
     list(X._execute(jobs, "ray", 3, False, {}))
     assert "address" not in calls["init"] and calls["init"]["num_cpus"] == 3
+
+
+@pytest.fixture()
+def fake_runs(monkeypatch):
+    calls: list[tuple] = []
+
+    def fake(cfg):
+        calls.append((cfg.method, cfg.seed, cfg.k_shot))
+        return _row(cfg)
+
+    monkeypatch.setattr(X, "run_cached", fake)
+    return calls
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, fake_runs):
+    out = tmp_path / "s.csv"
+    X.sweep(ExperimentConfig(), ["sdmad"], [0, 1], [4], out)
+    oct_ = ExperimentConfig.from_dict({"data": {"dataset": "phantom-oct"}})
+    with pytest.raises(X.SweepCSVError, match="another base configuration.*choose another --out"):
+        X.sweep(oct_, ["sdmad"], [0, 1], [4], out)
+    assert len(_csv_rows(out)) == 2  # nothing lost
+
+
+def test_a_cut_row_is_recomputed_and_duplicates_run_once(tmp_path, fake_runs):
+    out = tmp_path / "s.csv"
+    X.sweep(ExperimentConfig(), ["sdmad", "sdmad"], [5, 5], [4], out)  # asked twice: run once
+    assert fake_runs == [("sdmad", 5, 4)] and len(_csv_rows(out)) == 1
+    X.sweep(ExperimentConfig(), ["sdmad"], [0, 1], [4], out)
+    text = out.read_text().splitlines()
+    out.write_text("\n".join(text[:-1] + [text[-1].rsplit(",", 3)[0]]) + "\n")  # the last row cut mid-way
+    fake_runs.clear()
+    with pytest.warns(UserWarning, match="1 row.*recomputed"):
+        rows = X.sweep(ExperimentConfig(), ["sdmad"], [0, 1], [4], out)
+    assert fake_runs == [("sdmad", 1, 4)]
+    assert sorted((r["method"], r["seed"]) for r in rows) == [("sdmad", 0), ("sdmad", 1), ("sdmad", 5)]
+
+
+def test_an_impossible_value_is_recomputed(tmp_path, fake_runs):
+    out = tmp_path / "s.csv"
+    X.sweep(ExperimentConfig(), ["sdmad"], [0], [4], out)
+    out.write_text(out.read_text().replace(",0.5,", ",7.0,"))  # a macro AUROC of 7
+    fake_runs.clear()
+    with pytest.warns(UserWarning, match="recomputed"):
+        X.sweep(ExperimentConfig(), ["sdmad"], [0], [4], out)
+    assert fake_runs == [("sdmad", 0, 4)]
+
+
+def test_an_unrelated_csv_is_refused(tmp_path, fake_runs):
+    out = tmp_path / "other.csv"
+    out.write_text("a,b\n1,2\n")
+    with pytest.raises(X.SweepCSVError, match="not a sweep CSV"):
+        X.sweep(ExperimentConfig(), ["sdmad"], [0], [4], out)
+    assert out.read_text() == "a,b\n1,2\n"
+
+
+def test_a_sweep_killed_anywhere_resumes_to_the_same_csv(tmp_path, monkeypatch):
+    """Property: killed after any number of finished runs, then resumed, a sweep writes the CSV an
+    uninterrupted sweep writes (the same rows, in the same order)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    methods, seeds, shots = ["sdmad", "linear-probe"], [0, 1, 2], [2, 4]
+    full = tmp_path / "full.csv"
+    monkeypatch.setattr(X, "run_cached", _row)
+    X.sweep(ExperimentConfig(), methods, seeds, shots, full)
+    want = full.read_text()
+
+    @settings(max_examples=8, deadline=None)
+    @given(st.integers(min_value=0, max_value=len(methods) * len(seeds) * len(shots)))
+    def killed_at(n):
+        out = tmp_path / f"part{n}.csv"
+        for p in (out, out.with_suffix(".json")):
+            p.unlink(missing_ok=True)
+        done = []
+
+        def dying(cfg):
+            if len(done) == n:
+                raise KeyboardInterrupt
+            done.append(1)
+            return _row(cfg)
+
+        monkeypatch.setattr(X, "run_cached", dying)
+        try:
+            X.sweep(ExperimentConfig(), methods, seeds, shots, out)
+        except KeyboardInterrupt:
+            pass
+        monkeypatch.setattr(X, "run_cached", _row)
+        X.sweep(ExperimentConfig(), methods, seeds, shots, out)
+        assert out.read_text() == want
+
+    killed_at()

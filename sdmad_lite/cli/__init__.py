@@ -9,10 +9,7 @@ import argparse
 import sys
 
 from ..version import __version__
-from ..config import ConfigError, ProfileUnavailableError
-from ..data.images import ImageLoadError
 from ..info import print_config
-from ..models.backbone import BackboneError
 from . import data, experiments, models, signs
 
 #: modules that register sub-commands, in the order ``sdmad --help`` lists them
@@ -36,10 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean "the user can fix this" (bad config, file, data, weights, run folder)."""
-    return (ConfigError, ProfileUnavailableError, BackboneError, ImageLoadError, FileNotFoundError, FileExistsError,
-            ValueError)
+def is_user_error(e: BaseException) -> bool:
+    """An error the user can fix: one of the library's own error classes (bad config, file, data,
+    weights, run folder, setting). A plain ``ValueError`` or ``KeyError`` from elsewhere is a bug and
+    keeps its traceback."""
+    return any(c.__module__.startswith("sdmad_lite") for c in type(e).__mro__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except Exception as e:  # noqa: BLE001 — user errors get one line; anything else is a bug: re-raised
-        if not isinstance(e, user_errors()):
+    except KeyboardInterrupt:
+        print(f"sdmad {args.command}: interrupted (a run resumes from its checkpoint, a sweep from its CSV: "
+              "run the same command again)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 — the library's own errors get one line; anything else is a bug: re-raised
+        if not is_user_error(e):
             raise
         print(f"sdmad {args.command}: error: {e}", file=sys.stderr)
         return 2

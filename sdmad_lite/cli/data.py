@@ -8,10 +8,14 @@ import sys
 from ..data import tables
 from ..data.phantoms.world import LABEL_SOURCES, RENDERERS, write_phantoms
 from ..data.stats import PAPER_COUNTS, cooccurrence_stats, format_stats, paper_subset_candidates
+from . import checks
 
 
 def _phantoms(args: argparse.Namespace) -> int:
-    out = write_phantoms(args.modality, args.n, args.seed, args.out, size=args.size,
+    checks.output_dir(args.out, "--out")
+    if len(args.seed) != 1:
+        raise checks.ArgumentError(f"--seed takes one seed, got {len(args.seed)}")
+    out = write_phantoms(args.modality, args.n, args.seed[0], args.out, size=args.size,
                          conspicuity=args.conspicuity, noise=args.noise,
                          normal_fraction=args.normal_fraction, label_source=args.label_source)
     print(f"wrote {args.n} {args.modality} phantoms to {out}")
@@ -38,13 +42,13 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("phantoms", help="write procedural phantom images with sign-level labels",
                        description="Render seeded phantoms to PNG files plus labels.jsonl.")
     p.add_argument("--modality", required=True, choices=sorted(RENDERERS))
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=checks.positive_int, required=True, help="number of images (≥ 1)")
+    p.add_argument("--seed", type=checks.seeds, default=[0], help="a seed ≥ 0")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--conspicuity", type=float, default=1.0, help="sign contrast multiplier")
-    p.add_argument("--noise", type=float, default=1.0, help="noise multiplier")
-    p.add_argument("--normal-fraction", type=float, default=0.3)
+    p.add_argument("--size", type=checks.positive_int, default=224, help="image side in pixels")
+    p.add_argument("--conspicuity", type=checks.positive, default=1.0, help="sign contrast multiplier (> 0)")
+    p.add_argument("--noise", type=checks.non_negative, default=1.0, help="noise multiplier (≥ 0)")
+    p.add_argument("--normal-fraction", type=checks.fraction, default=0.3, help="share of normal phantoms, in [0, 1]")
     p.add_argument("--label-source", choices=sorted(LABEL_SOURCES), default="real")
     p.set_defaults(func=_phantoms)
 

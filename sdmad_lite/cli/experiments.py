@@ -2,26 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, default_config
 from ..methods import ALL_METHODS
 from ..run import load_experiment, run
-from ..sweep import sweep
+from ..sweep import sweep, write_results
+from . import checks
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0-9"``, ``"0,1,2"`` or a mix -> the list of seeds."""
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out += list(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
+def default_experiment() -> ExperimentConfig:
+    """The base of a sweep without ``--config``: the defaults of the profile ``$SDMAD_PROFILE`` names."""
+    return default_config()
 
 
 def _run(args: argparse.Namespace) -> int:
+    checks.output_dir(args.out, "--out")
     cfg = load_experiment(args.config)
     row = run(cfg, args.out, overwrite=args.overwrite, progress=True)
     keys = ["integrated.subset_accuracy", "integrated.hamming_score", "integrated.macro_auroc", "per-anomaly.mean_auroc",
@@ -34,12 +31,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    base = load_experiment(args.config) if args.config else ExperimentConfig()
-    methods = args.methods.split(",") if args.methods != "all" else list(ALL_METHODS)
-    rows = sweep(base, methods, parse_seeds(args.seeds), [int(k) for k in args.shots.split(",")], args.out,
+    checks.output_file(args.out, "--out")
+    base = load_experiment(args.config) if args.config else default_experiment()
+    methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip())) if args.methods != "all" \
+        else list(ALL_METHODS)
+    rows = sweep(base, methods, args.seeds, args.shots, args.out,
                  backend=args.backend, workers=args.workers, progress=True, ray_address=args.ray_address,
                  cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
-    print(f"{len(rows)} rows in {args.out}")
+    write_results(rows, args.out, command=" ".join(["sdmad"] + sys.argv[1:]))
+    print(f"{len(rows)} rows in {args.out} (its command and library version in {Path(args.out).with_suffix('.json').name})")
     return 0
 
 
@@ -52,13 +52,13 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("sweep", help="methods × seeds × shots into one CSV (resumable)")
     p.add_argument("--config", default=None, help="base experiment YAML (default: the offline defaults)")
     p.add_argument("--methods", default="all", help=f"comma list or 'all' ({', '.join(ALL_METHODS)})")
-    p.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1,2")
-    p.add_argument("--shots", default="4", help="e.g. 1,2,4,8,16")
+    p.add_argument("--seeds", type=checks.seeds, default=checks.seeds("0-9"), help="e.g. 0-9 or 0,1,2")
+    p.add_argument("--shots", type=checks.shots, default=[4], help="e.g. 1,2,4,8,16")
     p.add_argument("--out", required=True, help="CSV file (rows already there are skipped)")
     p.add_argument("--backend", default="local", choices=["local", "ray"])
-    p.add_argument("--workers", type=int, default=1, help="local processes, or CPUs of a local Ray instance")
+    p.add_argument("--workers", type=checks.positive_int, default=1, help="local processes, or CPUs of a local Ray instance")
     p.add_argument("--ray-address", default=None,
                    help="join this Ray cluster (e.g. ray://head:10001 or auto; default: $RAY_ADDRESS, else a local instance)")
-    p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run")
-    p.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs reserved per run (0.5: two runs share one)")
+    p.add_argument("--cpus-per-run", type=checks.positive, default=1.0, help="Ray: CPUs reserved per run")
+    p.add_argument("--gpus-per-run", type=checks.non_negative, default=0.0, help="Ray: GPUs reserved per run (0.5: two runs share one)")
     p.set_defaults(func=_sweep)

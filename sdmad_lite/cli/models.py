@@ -9,9 +9,11 @@ from ..io import write_json
 from ..models.backbone import load
 from ..models.pretrain import PretrainConfig, pretrain
 from ..reports import summarize_report, zero_shot_report
+from . import checks
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    checks.output_dir(args.out, "--out")
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, pool_per_modality=args.pool, seed=args.seed,
                          workers=args.workers, lr=args.lr, aux_weight=args.aux_weight)
     if args.threads:
@@ -21,6 +23,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.out:
+        checks.output_file(args.out, "--out")
     bb = load(args.backbone)
     df = zero_shot_report(bb, seeds=tuple(range(args.seeds)), n=args.n)
     summary = summarize_report(df)
@@ -36,20 +40,20 @@ def _report(args: argparse.Namespace) -> int:
 def add_subcommands(sub) -> None:
     p = sub.add_parser("pretrain-phantomclip", help="pretrain PhantomCLIP-tiny on phantoms with sign captions")
     d = PretrainConfig()
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--pool", type=int, default=d.pool_per_modality, help="phantoms rendered per modality")
+    p.add_argument("--steps", type=checks.positive_int, default=d.steps)
+    p.add_argument("--batch-size", type=checks.positive_int, default=d.batch_size)
+    p.add_argument("--pool", type=checks.positive_int, default=d.pool_per_modality, help="phantoms rendered per modality")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--aux-weight", type=float, default=d.aux_weight, help="caption-tag loss weight (0: off)")
-    p.add_argument("--workers", type=int, default=d.workers, help="processes rendering the pool")
+    p.add_argument("--lr", type=checks.positive, default=d.lr)
+    p.add_argument("--aux-weight", type=checks.non_negative, default=d.aux_weight, help="caption-tag loss weight (0: off)")
+    p.add_argument("--workers", type=checks.positive_int, default=d.workers, help="processes rendering the pool")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", required=True, help="folder for phantomclip-tiny.pt and its card")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("zeroshot-report", help="PhantomCLIP's zero-shot table: names vs signs vs random words")
     p.add_argument("--backbone", default="phantomclip-tiny")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--n", type=int, default=300, help="held-out phantoms per modality and seed")
+    p.add_argument("--seeds", type=checks.positive_int, default=5, help="number of seeds (held-out sets)")
+    p.add_argument("--n", type=checks.positive_int, default=300, help="held-out phantoms per modality and seed")
     p.add_argument("--out", default=None, help="JSON file for the rows and the summary")
     p.set_defaults(func=_report)

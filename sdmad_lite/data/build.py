@@ -6,12 +6,14 @@ each capped by ``data.n_test`` / ``data.n_pool`` with a seeded subset.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 from . import datasets as D
+from .fewshot import PoolTooSmallError, sample_few_shot
 from .phantoms.world import PhantomDataset
 
 #: seeds of the fixed phantom sets (every run, every seed, evaluates on the same test images)
@@ -52,16 +54,18 @@ def real_datasets(cfg: ExperimentConfig):
     """(test, pool) of a real dataset under ``cfg.data.root`` (colab / paper profiles)."""
     name, root = cfg.data.dataset, cfg.data.root
     if name not in REAL_BANKS:
-        raise ValueError(f"unknown dataset {name!r}; choose phantom-chest, phantom-oct, phantom-brain or one of "
-                         f"{', '.join(REAL_BANKS)}")
+        raise ConfigError(f"data.dataset: unknown dataset {name!r}; choose phantom-chest, phantom-oct, phantom-brain "
+                          f"or one of {', '.join(REAL_BANKS)}")
     if not root:
-        raise ValueError(f"dataset {name!r} needs data.root: the folder of the images (see data_scripts/README.md)")
+        raise ConfigError(f"data.root: dataset {name!r} needs the folder of its images (see data_scripts/README.md)")
     root = Path(root).expanduser()
     if name in ("chestmnist", "octmnist"):
         path = root / f"{name}_224.npz" if root.is_dir() else root
         test, pool = D.MedMNISTDataset(path, name, "test"), D.MedMNISTDataset(path, name, "train")
     elif name == "chestxray14":
-        test, pool = D.ChestXray14Dataset(root, "test"), D.ChestXray14Dataset(root, "train_val")
+        sub = "images" if (root / "images").is_dir() else None  # the NIH layout, or the PNG/DICOM files directly
+        kw = dict(images_subdir=sub, skip_missing=cfg.data.skip_missing)
+        test, pool = D.ChestXray14Dataset(root, "test", **kw), D.ChestXray14Dataset(root, "train_val", **kw)
     elif name == "oct2017":
         test, pool = D.OCT2017Dataset(root, "test"), D.OCT2017Dataset(root, "train")
     else:  # fastmri-brain: one folder of slices; volumes split in two halves, seeded
@@ -82,9 +86,54 @@ def real_datasets(cfg: ExperimentConfig):
     return out[0], out[1]
 
 
-def dataset_key(ds) -> dict:
-    """What identifies a dataset's images in the feature cache."""
+def file_fingerprint(paths) -> str:
+    """What identifies a set of files without reading them all: each one's name, size and modification
+    time, and the first and last MB of every file over 2 MB (a replaced file of the same size changes it)."""
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p)
+        st = p.stat()
+        h.update(f"{p.name}\x00{st.st_size}\x00{st.st_mtime_ns}".encode())
+        if st.st_size > 2 << 20:
+            with open(p, "rb") as f:
+                h.update(f.read(1 << 20))
+                f.seek(-(1 << 20), 2)
+                h.update(f.read(1 << 20))
+    return h.hexdigest()[:24]
+
+
+def data_fingerprint(ds) -> str:
+    """A fingerprint of the files a real dataset reads ("phantom" for a phantom world: its images are
+    a function of the config and the code)."""
+    inner = ds.ds if isinstance(ds, Subset) else ds
+    if isinstance(inner, PhantomDataset):
+        return "phantom"
+    if isinstance(inner, D.MedMNISTDataset):
+        return file_fingerprint([inner.path])
+    paths = getattr(inner, "_paths", [])
     if isinstance(ds, Subset):
-        return ds.key
+        paths = [paths[i] for i in ds.idx] if paths else []
+    return file_fingerprint(paths)
+
+
+def check_feasible(cfg: ExperimentConfig) -> str:
+    """Fail before any feature is extracted (and before a run folder is made) when the pool cannot
+    give ``k_shot`` shots per category and ``k_shot`` normal images; return the data fingerprint."""
+    if cfg.data.dataset.startswith("phantom-"):
+        _, test, pool = phantom_datasets(cfg)
+    else:
+        test, pool = real_datasets(cfg)
+    try:
+        sample_few_shot(pool.labels, cfg.k_shot, cfg.seed, n_normal=cfg.k_shot, categories=list(pool.categories))
+    except PoolTooSmallError as e:
+        raise PoolTooSmallError(f"k_shot = {cfg.k_shot} cannot be drawn from the pool of {len(pool)} images "
+                                f"of {cfg.data.dataset}: {e}") from None
+    return data_fingerprint(test) + data_fingerprint(pool)
+
+
+def dataset_key(ds) -> dict:
+    """What identifies a dataset's images in the feature cache (real data: a fingerprint of its files)."""
+    if isinstance(ds, Subset):
+        return ds.key | {"files": data_fingerprint(ds)}
     return {k: getattr(ds, k) for k in ("modality", "n", "seed", "size", "conspicuity", "noise", "label_source")
             if hasattr(ds, k)} | {"normal_fraction": float(getattr(ds, "normal_fraction", -1))}

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from sdmad_lite.data import tables
-from sdmad_lite.data.images import _scale_to_uint8, load_image, pil_to_array
+from sdmad_lite.data.images import DICOM_SUFFIXES, _scale_to_uint8, load_image, pil_to_array
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
@@ -111,7 +111,12 @@ class ChestXray14Dataset(_FileDataset):
                 "see data_scripts/README.md); the folder should contain PNGs such as "
                 "00000001_000.png."
             )
-        present = {f for f in os.listdir(folder) if f.endswith(".png")}
+        # a listed name is found as its PNG, or as a DICOM file with the same stem (the paper profile's radiographs)
+        files = os.listdir(folder)
+        on_disk = {f: f for f in files if f.endswith(".png")}
+        on_disk.update({f.rsplit(".", 1)[0] + ".png": f for f in files if f.lower().endswith(DICOM_SUFFIXES)
+                        and f.rsplit(".", 1)[0] + ".png" not in on_disk})
+        present = set(on_disk)
         table = tables.load_chestxray14()
         if split != "all":
             table = table[table["split"] == split]
@@ -133,11 +138,11 @@ class ChestXray14Dataset(_FileDataset):
         keep &= have
         if not keep.any():
             raise DatasetNotFoundError(
-                f"no ChestX-ray14 {split} image found in {folder} ({len(present)} PNG files there); "
-                "file names must match the NIH names, e.g. 00000001_000.png"
+                f"no ChestX-ray14 {split} image found in {folder} ({len(present)} PNG or DICOM files there); "
+                "file names must match the NIH names, e.g. 00000001_000.png or 00000001_000.dcm"
             )
         sel = table[keep]
-        self._paths = [folder / n for n in sel["image"]]
+        self._paths = [folder / on_disk[n] for n in sel["image"]]
         self._labels = y[keep]
         lab = all_labels[keep]
         self._meta = [
@@ -150,7 +155,7 @@ class ChestXray14Dataset(_FileDataset):
 
 # --------------------------------------------------------------------------- OCT2017
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp") + DICOM_SUFFIXES
 
 
 class OCT2017Dataset(_FileDataset):

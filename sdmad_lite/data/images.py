@@ -1,4 +1,10 @@
-"""Robust image reading: any PNG/JPEG/TIFF a user may hold -> uint8 numpy array.
+"""Robust image reading: any PNG/JPEG/TIFF or DICOM file a user may hold -> uint8 numpy array.
+
+* DICOM (``.dcm``, read with pydicom): the stored values go through the modality LUT (rescale slope
+  and intercept), then the VOI LUT or the window (centre/width) when the file has one; MONOCHROME1
+  (white = low values) is inverted so that bone is bright, as in MONOCHROME2; the result is scaled
+  by its range to 0..255. A compressed transfer syntax whose decoder is missing is an error naming
+  the package to install.
 
 * 8-bit grayscale: returned as is.
 * 16-bit / 32-bit integer or float grayscale (DICOM exports, fastMRI slices): scaled by the
@@ -17,6 +23,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 _HELP = "see data_scripts/README.md for how to get and prepare the datasets"
+#: file suffixes read as DICOM
+DICOM_SUFFIXES = (".dcm", ".dicom")
+#: image suffixes the datasets accept beside DICOM
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff") + DICOM_SUFFIXES
 
 
 class ImageLoadError(OSError):
@@ -77,12 +87,53 @@ def pil_to_array(img: Image.Image, mode: str = "L") -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
+def load_dicom(path: str | os.PathLike) -> np.ndarray:
+    """A DICOM file's pixels as uint8 ``(H, W)`` (see the module docstring for the steps)."""
+    p = Path(path)
+    try:
+        import pydicom  # the dicom extra: pip install 'sdmad-lite[dicom]'
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        raise ImageLoadError(f"{p} is DICOM, which needs pydicom: pip install 'sdmad-lite[dicom]' "
+                             "(or pip install pydicom)") from None
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as e:  # noqa: BLE001 — pydicom raises several kinds
+        raise ImageLoadError(f"not a readable DICOM file: {p} ({type(e).__name__}: {str(e)[:120]}) — "
+                             f"delete it and fetch it again ({_HELP})") from None
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # noqa: BLE001 — a missing decoder, or no pixel data
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        if "PixelData" not in ds:
+            raise ImageLoadError(f"{p}: the DICOM file holds no pixel data") from None
+        raise ImageLoadError(f"{p}: its pixels are compressed ({name}) and no installed decoder reads them "
+                             f"({type(e).__name__}); install one: pip install pylibjpeg pylibjpeg-libjpeg "
+                             "pylibjpeg-openjpeg (JPEG, JPEG 2000) or pip install python-gdcm") from None
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour DICOM (rare for radiographs): luminance
+        arr = np.asarray(Image.fromarray(_scale_to_uint8(arr[..., :3])).convert("L"))
+        return arr
+    if arr.ndim == 3:  # a multi-frame file: its first frame
+        arr = arr[0]
+    values = apply_modality_lut(arr, ds)
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        values = apply_voi_lut(values, ds)
+    values = np.asarray(values, dtype=np.float64)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        values = values.max() - values
+    return _scale_to_uint8(values)
+
+
 def load_image(path: str | os.PathLike, mode: str = "L") -> np.ndarray:
     """Read an image file as uint8: ``(H, W)`` for ``mode="L"`` (default), ``(H, W, 3)`` for ``"RGB"``.
 
-    Raises :class:`ImageLoadError` with the file name and what to do when the file is
-    missing, empty, truncated/corrupt or not an image.
+    PNG, JPEG, TIFF through Pillow; ``.dcm`` through pydicom (:func:`load_dicom`). Raises
+    :class:`ImageLoadError` with the file name and what to do when the file is missing, empty,
+    truncated/corrupt or not an image; an unsupported ``mode`` is a ``ValueError`` (a bug of the caller).
     """
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r} (the file was not read)")
     p = Path(path)
     if not p.exists():
         raise ImageLoadError(f"image not found: {p} ({_HELP})")
@@ -93,19 +144,32 @@ def load_image(path: str | os.PathLike, mode: str = "L") -> np.ndarray:
             f"image file is empty (0 bytes): {p} — probably an interrupted download or copy; "
             f"delete it and fetch it again ({_HELP})"
         )
+    if p.suffix.lower() in DICOM_SUFFIXES or _is_dicom(p):
+        g = load_dicom(p)
+        return np.repeat(g[..., None], 3, axis=2) if mode == "RGB" else g
     try:
         with Image.open(p) as img:
             img.load()
             return pil_to_array(img, mode)
     except UnidentifiedImageError as e:
         raise ImageLoadError(
-            f"not an image Pillow can read: {p} — check that it is a PNG/JPEG/TIFF and not an "
+            f"not an image Pillow can read: {p} — check that it is a PNG/JPEG/TIFF/DICOM file and not an "
             f"HTML error page or an archive that still needs extracting ({_HELP})"
         ) from e
     except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageLoadError(
             f"corrupt or truncated image: {p} ({e}) — delete it and fetch it again ({_HELP})"
         ) from e
+
+
+def _is_dicom(p: Path) -> bool:
+    """A DICOM file without its suffix: the "DICM" magic after the 128-byte preamble."""
+    try:
+        with open(p, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def to_pil(image: np.ndarray) -> Image.Image:

@@ -58,11 +58,25 @@ class TableError(ValueError):
 def _require_file(path: Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise TableError(
-            f"table file not found: {path}. It is shipped with sdmad_lite under resources/; "
-            "reinstall the package (pip install -e .) or restore the file from git."
-        )
+        if RESOURCES in path.resolve().parents:
+            raise TableError(f"table file not found: {path}. It is shipped with sdmad_lite under resources/; "
+                             "reinstall the package (pip install -e .) or restore the file from git.")
+        raise TableError(f"table file not found: {path}; check the path you gave (a file of your own, "
+                         "not one shipped with sdmad_lite)")
     return path
+
+
+def _no_conflicting_duplicates(df: pd.DataFrame, key: str, path: Path) -> pd.DataFrame:
+    """One row per ``key``: exact duplicates are dropped; rows that disagree are an error."""
+    dup = df[key].duplicated(keep=False)
+    if not dup.any():
+        return df
+    conflict = df[dup].groupby(key).nunique(dropna=False).gt(1).any(axis=1)
+    if conflict.any():
+        ex = list(conflict[conflict].index[:3])
+        raise TableError(f"{path}: {int(conflict.sum())} {key}(s) appear more than once with different labels "
+                         f"(e.g. {ex}); keep one row per {key}")
+    return df.drop_duplicates(subset=[key]).reset_index(drop=True)
 
 
 def _require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
@@ -113,7 +127,7 @@ def read_chestxray14_list(path: Path | str, split: str) -> pd.DataFrame:
     })
     for name in CHESTXRAY14_LABELS:
         out[name] = labels[name].astype(np.int8).to_numpy()
-    return out
+    return _no_conflicting_duplicates(out, "image", path)
 
 
 @functools.lru_cache(maxsize=None)

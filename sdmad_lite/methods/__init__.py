@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..config import METHODS_FILE, ConfigError, ExperimentConfig, deep_update, method_registry
+from ..config import METHODS_FILE, ConfigError, ExperimentConfig, deep_update, method_entry, method_registry
 from ..data.fewshot import Support
 from ..task import Task
 from ..train import Predictions, one_thread
@@ -60,21 +60,12 @@ class Method:
 
 
 def _load_registry() -> dict[str, Method]:
-    raw = method_registry()
     out: dict[str, Method] = {}
-    for name, e in raw.items():
-        over, fam, seen = dict(e.get("overrides") or {}), e.get("family"), [name]
-        base = e.get("base")
-        while base:  # inherit the base entry's family and overlay (the entry's own settings win)
-            if base not in raw or base in seen:
-                raise ConfigError(f"{METHODS_FILE}: method {name!r} has an unknown or circular base {base!r}")
-            seen.append(base)
-            over = deep_update(raw[base].get("overrides") or {}, over)
-            fam = fam or raw[base].get("family")
-            base = raw[base].get("base")
-        if e.get("unavailable") is None and fam not in FAMILIES:
-            raise ConfigError(f"{METHODS_FILE}: method {name!r} has unknown family {fam!r} ({', '.join(FAMILIES)})")
-        out[name] = Method(name, fam, e.get("description", ""), over, e.get("unavailable"))
+    for name in method_registry():
+        e = method_entry(name)  # with the base entry's family and overlay (the entry's own settings win)
+        if e["unavailable"] is None and e["family"] not in FAMILIES:
+            raise ConfigError(f"{METHODS_FILE}: method {name!r} has unknown family {e['family']!r} ({', '.join(FAMILIES)})")
+        out[name] = Method(name, e["family"], e["description"], e["overrides"], e["unavailable"])
     return out
 
 
@@ -86,7 +77,7 @@ UNAVAILABLE: dict[str, str] = {n: m.unavailable for n, m in REGISTRY.items() if 
 
 
 def get(name: str) -> Method:
-    """The registry entry of ``name``; an unknown or unavailable name is a :class:`~sdmad_lite.config.ConfigError`."""
+    """The registry entry of ``name``; an unknown or unavailable name is a :class:`~sdmad_lite.profiles.ConfigError`."""
     if name in UNAVAILABLE:
         raise ConfigError(f"method {name!r} cannot run: {UNAVAILABLE[name]}")
     if name not in REGISTRY:
@@ -95,7 +86,7 @@ def get(name: str) -> Method:
 
 
 def check(cfg: ExperimentConfig, where: str = "config") -> ExperimentConfig:
-    """Raise :class:`~sdmad_lite.config.ConfigError` naming ``method`` when ``cfg.method`` is not a runnable method."""
+    """Raise :class:`~sdmad_lite.profiles.ConfigError` naming ``method`` when ``cfg.method`` is not a runnable method."""
     try:
         get(cfg.method)
     except ConfigError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,13 +28,17 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from ..features import TextEmbeddings
 from ..io import sha256_file
+from .text import TextTower
 from .checkpoints import (MODELS_DIR, PHANTOMCLIP, PHANTOMCLIP_CARD, PHANTOMCLIP_CHECKPOINT,  # noqa: F401 (API)
-                          PHANTOMCLIP_CONFIG_FILE, BackboneError, load_state, quiet_random_init)
+                          PHANTOMCLIP_CONFIG_FILE, PHANTOMCLIP_NOAUX, PHANTOMCLIP_NOAUX_CARD, BackboneError, load_state,
+                          quiet_random_init)
 
 CONTEXT_LENGTH = 77
+#: the backbones of the profiles (any other open_clip model name, ``local-dir:`` or ``hf-hub:`` name also loads)
 KNOWN = (PHANTOMCLIP, "ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-L-14-336")
+#: weight files open_clip writes in a model folder (``local-dir:`` or a folder given as ``pretrained``)
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 
@@ -64,7 +69,7 @@ def count_tokens(texts: Sequence[str], name: str = PHANTOMCLIP) -> list[int]:
 
 
 @dataclass
-class Backbone:
+class Backbone(TextTower):
     """A frozen CLIP model with taps on its image blocks.
 
     ``image_size``: input side; ``width``: token width of the image transformer; ``embed_dim``:
@@ -88,7 +93,9 @@ class Backbone:
         self.n_blocks = len(v.transformer.resblocks) if self.has_taps else 0
         self.embed_dim = int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") and self.model.text_projection is not None else int(v.output_dim)
         self.grid = self.image_size // int(v.patch_size[0]) if self.has_taps else 0
-        self.key = _weights_key(self.name, self.pretrained)
+        quick = any(isinstance(m, open_clip.transformer.QuickGELU) for m in self.model.modules())
+        self.key = _weights_key(self.name, self.pretrained) + ("|quickgelu" if quick else "")
+        self.quick_gelu = quick
 
     @property
     def device(self) -> torch.device:
@@ -180,122 +187,19 @@ class Backbone:
             outs.append(F.normalize(self.model.encode_image(pix).float(), dim=-1).cpu())
         return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
 
-    # ----------------------------------------------------------------- text
-    def text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``model.encode_text`` (unnormalised), computed only up to the longest text of the batch.
-
-        CLIP's text transformer is causal and pools at the end-of-text token, so the padding
-        after the longest text cannot change the result: trimming it is exact and 2–4× faster
-        for short prompts. Models without that structure use their own ``encode_text``.
-        """
-        m = self.model
-        if getattr(m, "text_pool_type", None) != "argmax" or not hasattr(m, "token_embedding"):
-            return m.encode_text(tokens)
-        length = int((tokens != 0).sum(1).max())
-        t = tokens[:, :length]
-        x = m.token_embedding(t) + m.positional_embedding[:length]
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
-        x = m.ln_final(x)
-        x = x[torch.arange(x.shape[0]), t.argmax(dim=-1)]
-        return x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
-
-    def text_forward_with_context(self, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        """Like :meth:`text_forward`, with the token embeddings at positions 1..M replaced by the
-        learnable context vectors ``ctx`` (M, width) — CoOp's prompt learning. The result is on
-        the device of ``ctx``."""
-        m = self.model
-        out_device, ctx, tokens = ctx.device, ctx.to(self.device), tokens.to(self.device)
-        length = int((tokens != 0).sum(1).max())
-        t = tokens[:, :length]
-        x = m.token_embedding(t)
-        x = torch.cat([x[:, :1], ctx.unsqueeze(0).expand(len(t), -1, -1), x[:, 1 + len(ctx):]], dim=1)
-        x = x + m.positional_embedding[:length]
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
-        x = m.ln_final(x)
-        x = x[torch.arange(x.shape[0]), t.argmax(dim=-1)]
-        x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
-        return x.to(out_device)
-
-    def text_forward_with_contexts(self, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        """:meth:`text_forward_with_context` for M contexts at once: ``ctx`` (M, n_ctx, width) ->
-        (M, T, D), every model's prompts encoded in one batch (CoOp's grid × folds)."""
-        m = self.model
-        out_device, ctx, tokens = ctx.device, ctx.to(self.device), tokens.to(self.device)
-        n_models, n_ctx = ctx.shape[:2]
-        length = int((tokens != 0).sum(1).max())
-        t = tokens[:, :length]
-        x = m.token_embedding(t)  # (T, L, W)
-        x = x.unsqueeze(0).expand(n_models, -1, -1, -1)
-        c = ctx.unsqueeze(1).expand(-1, len(t), -1, -1)
-        x = torch.cat([x[:, :, :1], c, x[:, :, 1 + n_ctx:]], dim=2).reshape(n_models * len(t), length, -1)
-        x = x + m.positional_embedding[:length]
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
-        x = m.ln_final(x)
-        eot = t.argmax(dim=-1).repeat(n_models)
-        x = x[torch.arange(x.shape[0]), eot]
-        x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
-        return x.reshape(n_models, len(t), -1).to(out_device)
-
-    def text_forward_deep(self, tokens: torch.Tensor, ctx: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
-        """Learnable prompts of AnomalyCLIP's kind: ``ctx`` (M, T, n_ctx, width) replaces the token
-        embeddings at positions 1..n_ctx of each of the T prompts of each of M models, and ``deep``
-        (M, depth, t, width) replaces the hidden states at positions 1..t after text blocks 1..depth
-        (shared by a model's prompts). Returns (M, T, D) on the device of ``ctx``."""
-        m = self.model
-        out_device, ctx, deep, tokens = ctx.device, ctx.to(self.device), deep.to(self.device), tokens.to(self.device)
-        n_models, n_prompts, n_ctx = ctx.shape[:3]
-        length = int((tokens != 0).sum(1).max())
-        t = tokens[:, :length]
-        x = m.token_embedding(t).unsqueeze(0).expand(n_models, -1, -1, -1)
-        x = torch.cat([x[:, :, :1], ctx, x[:, :, 1 + n_ctx:]], dim=2)
-        x = (x + m.positional_embedding[:length]).reshape(n_models * n_prompts, length, -1)
-        mask = m.attn_mask[:length, :length]
-        depth, tn = deep.shape[1:3]
-        for i, block in enumerate(m.transformer.resblocks):
-            if 1 <= i <= depth:
-                d = deep[:, i - 1].unsqueeze(1).expand(-1, n_prompts, -1, -1).reshape(n_models * n_prompts, tn, -1)
-                x = torch.cat([x[:, :1], d, x[:, 1 + tn:]], dim=1)
-            x = block(x, attn_mask=mask)
-        x = m.ln_final(x)
-        eot = t.argmax(dim=-1).repeat(n_models)
-        x = x[torch.arange(x.shape[0]), eot]
-        x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
-        return x.reshape(n_models, n_prompts, -1).to(out_device)
-
-    @property
-    def text_embeddings(self) -> TextEmbeddings:
-        """This backbone's text embeddings, cached on disk by (weights, text)."""
-        return TextEmbeddings.of(self.encode_text, self.key)
-
-    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalised embeddings ``(N, D)`` of ``texts`` through the cache."""
-        return self.text_embeddings(texts)
-
-    def mean_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """The normalised mean embedding ``(D,)`` of a prompt ensemble, through the cache."""
-        return self.text_embeddings.mean(texts)
-
-    @torch.inference_mode()
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """L2-normalised text embeddings (N, embed_dim), encoded in batches."""
-        outs = []
-        for i in range(0, len(texts), batch_size):
-            tok = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
-            outs.append(F.normalize(self.text_forward(tok).float(), dim=-1).cpu())
-        return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
-
 
 def _weights_key(name: str, pretrained: str | None) -> str:
     """What identifies these weights in the caches: the checkpoint's sha256 for a file, the
     name for hub weights; random weights get a key of their own that is never reused."""
     if pretrained is None:
-        import uuid
-
         return f"{name}|random-{uuid.uuid4().hex}"
     p = Path(str(pretrained))
+    if p.is_dir():
+        p = _local_weights(str(p)) or p
     if p.is_file():
-        if p == PHANTOMCLIP_CHECKPOINT and PHANTOMCLIP_CARD.is_file():
-            return f"{name}|sha256:{json.loads(PHANTOMCLIP_CARD.read_text())['sha256']}"
+        card = _card_of(p)
+        if card is not None and card.is_file():
+            return f"{name}|sha256:{json.loads(card.read_text())['sha256']}"
         return f"{name}|sha256:{sha256_file(p)}"
     return f"{name}|{pretrained}"
 
@@ -320,7 +224,7 @@ def weights_cached(name: str, pretrained: str | None) -> bool:
 
 def _card_of(path: Path) -> Path | None:
     """The model card a checkpoint must match: the shipped one's, else none."""
-    return PHANTOMCLIP_CARD if path == PHANTOMCLIP_CHECKPOINT else None
+    return {PHANTOMCLIP_CHECKPOINT: PHANTOMCLIP_CARD, PHANTOMCLIP_NOAUX: PHANTOMCLIP_NOAUX_CARD}.get(path)
 
 
 def default_taps(n_blocks: int) -> list[int]:
@@ -328,19 +232,70 @@ def default_taps(n_blocks: int) -> list[int]:
     return sorted({max(1, int(b * n_blocks / 24 + 0.5)) for b in (6, 12, 18, 24)})
 
 
-def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: str = "cpu") -> Backbone:
+def recipe(name: str, tag: str | None) -> dict:
+    """What weights published under open_clip tag ``tag`` need from the model: QuickGELU or not, and the
+    preprocessing constants. OpenAI's weights were trained with QuickGELU; building their architecture
+    with plain GELU silently degrades every score, so a model built for an ``openai`` tag always gets it."""
+    pc = open_clip.get_pretrained_cfg(name, tag) if tag else {}
+    return {"quick_gelu": bool(pc.get("quick_gelu", tag == "openai")) or name.endswith("-quickgelu"),
+            "mean": tuple(pc.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            "std": tuple(pc.get("std", open_clip.OPENAI_DATASET_STD))}
+
+
+def create(name: str, tag: str | None, device: str = "cpu", weights: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Build ``name`` as the weights of ``tag`` need (:func:`recipe`); ``weights``: the open_clip
+    ``pretrained`` argument (a tag, a file, or None for random weights — the code path tests use)."""
+    r = recipe(name, tag)
+    model = open_clip.create_model(name, pretrained=weights, device=device, force_quick_gelu=r["quick_gelu"])
+    return model, r
+
+
+def _local_weights(pretrained: str) -> Path | None:
+    """The weight file a local ``pretrained`` names: a file, or a model folder holding one."""
+    p = Path(pretrained).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for f in WEIGHT_FILES:
+            if (p / f).is_file():
+                return p / f
+        raise BackboneError(f"{p} holds no open_clip weights ({' or '.join(WEIGHT_FILES)}); give the file itself, "
+                            "or the folder `huggingface-cli download` wrote")
+    return None
+
+
+def missing_weights_message(name: str, tag: str | None, detail: str) -> str:
+    """Where to put weights that are not here, and the one command that fetches them on a networked machine."""
+    hub = (open_clip.get_pretrained_cfg(name, tag or "").get("hf_hub") or "").strip("/")
+    fetch = (f"`huggingface-cli download {hub} --local-dir WEIGHTS_DIR` on a machine with a network, copy "
+             "WEIGHTS_DIR here and set model.pretrained: WEIGHTS_DIR (keep model.weights_tag: "
+             f"{tag})" if hub else "download the checkpoint file on a machine with a network and set "
+             "model.pretrained to its path")
+    return (f"the {tag or 'hub'} weights of {name} are not here ({detail}). They download on first use where there "
+            f"is a network (HF_HUB_OFFLINE unset); without one: {fetch}. Or use the offline profile "
+            f"(backbone {PHANTOMCLIP!r}).")
+
+
+def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: str = "cpu",
+         weights_tag: str | None = None) -> Backbone:
     """Build backbone ``name`` with ``pretrained`` weights.
 
     ``pretrained="default"``: the shipped checkpoint for ``phantomclip-tiny``, ``openai`` for the
     OpenAI architectures, the hub weights for ``hf-hub:`` names. ``None``: random weights, on
-    purpose. A path: an open_clip state dict. Unavailable weights raise :class:`BackboneError`.
+    purpose. A file, or a model folder: open_clip weights already on this machine, published under
+    ``weights_tag`` (default ``openai`` for OpenAI architectures), whose activation and preprocessing
+    they get. Unavailable weights raise :class:`BackboneError` saying where to put them.
     """
-    if name not in KNOWN and not name.startswith("hf-hub:"):
-        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN)} or an 'hf-hub:' name")
+    remote = name.startswith(("hf-hub:", "local-dir:"))
+    if name not in KNOWN and not remote and name not in open_clip.list_models():
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN)}, another open_clip model "
+                            "name, or an 'hf-hub:' / 'local-dir:' name")
     _register_custom_configs()
     if name == PHANTOMCLIP:
         if pretrained in ("default", "shipped"):
             pretrained = str(PHANTOMCLIP_CHECKPOINT)
+        elif pretrained in ("noaux", "shipped-noaux"):
+            pretrained = str(PHANTOMCLIP_NOAUX)
         if pretrained is not None and not Path(str(pretrained)).is_file():
             hint = (" Build it with `sdmad pretrain-phantomclip`." if Path(str(pretrained)) == PHANTOMCLIP_CHECKPOINT
                     else " For phantomclip-tiny, pretrained is 'default' (the shipped checkpoint), the path of a "
@@ -352,25 +307,24 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
             load_state(model, Path(pretrained), name, _card_of(Path(pretrained)))
         mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     else:
+        openai_arch = "openai" in open_clip.list_pretrained_tags_by_model(name) if not remote else False
         if pretrained == "default":
-            pretrained = None if name.startswith("hf-hub:") else "openai"
-        if pretrained is not None and Path(str(pretrained)).suffix in (".pt", ".bin", ".safetensors"):
+            pretrained = None if remote else "openai"
+        local = _local_weights(str(pretrained)) if pretrained not in (None, "openai") and not remote else None
+        if local is not None:
+            tag = weights_tag or ("openai" if openai_arch else None)
             with quiet_random_init(True):
-                model = open_clip.create_model(name, pretrained=None, device=device)
-            load_state(model, Path(pretrained), name, _card_of(Path(pretrained)))
+                model, r = create(name, tag, device)
+            load_state(model, local, name, _card_of(local))
         else:
+            tag = weights_tag or (pretrained if pretrained and not remote else None)
             try:
-                model = open_clip.create_model(name, pretrained=pretrained, device=device)
+                model, r = create(name, tag, device, weights=pretrained)
             except Exception as e:  # noqa: BLE001 — turned into one clear message
-                raise BackboneError(
-                    f"could not get the {pretrained or 'hub'} weights of {name}: {type(e).__name__}: {str(e)[:200]}. "
-                    "They are downloaded on first use and cached; this needs a network "
-                    "(HF_HUB_OFFLINE must not be set) or a cached copy. Use the offline profile "
-                    f"(backbone {PHANTOMCLIP!r}) where there is no network."
-                ) from None
+                raise BackboneError(missing_weights_message(name, tag, f"{type(e).__name__}: {str(e)[:160]}")) from None
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
-        std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        mean = tuple(cfg.get("mean", r["mean"]))
+        std = tuple(cfg.get("std", r["std"]))
     tokenizer = get_tokenizer(name)
     return Backbone(name=name, pretrained=None if pretrained is None else str(pretrained), model=model,
                     tokenizer=tokenizer, mean=mean, std=std)

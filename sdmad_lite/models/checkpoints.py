@@ -15,6 +15,9 @@ MODELS_DIR = Path(__file__).resolve().parent
 PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
 PHANTOMCLIP_CHECKPOINT = MODELS_DIR / f"{PHANTOMCLIP}.pt"
 PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
+#: the same recipe without the caption-tag loss (``model.pretrained: shipped-noaux``)
+PHANTOMCLIP_NOAUX = MODELS_DIR / f"{PHANTOMCLIP}-noaux.pt"
+PHANTOMCLIP_NOAUX_CARD = MODELS_DIR / f"{PHANTOMCLIP}-noaux.card.json"
 
 
 class BackboneError(RuntimeError):

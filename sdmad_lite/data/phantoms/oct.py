@@ -10,7 +10,6 @@ scans were resized to square images.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -143,7 +142,6 @@ def rpe_undulation(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     f = F32(rng.uniform(35, 55))
     wave = np.maximum(np.sin(f * u + F32(rng.uniform(0, 6))), 0) ** 2
     h = (F32(max(0.022 * min(k, 1.6) + 0.006, 1.2 * s.frame.px)) * wave * _dome(u, c, w, 1.0, 0.5)).astype(F32)
-    t = a["thick"]
     _lift(a, h, "deposit")  # the RPE itself is folded up over tiny deposits
     b = boundaries(a)
     return _column_mask(s, h > s.frame.px * 0.3, b["ez"], a["bruch"])
