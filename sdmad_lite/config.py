@@ -294,8 +294,13 @@ def _check_choices(cfg: "ExperimentConfig", where: str) -> None:
         raise ConfigError(f"{where}.model.device: unknown device {dev!r}; choose auto, cpu, cuda or cuda:N")
 
 
-def load_config(path: str | os.PathLike) -> ExperimentConfig:
-    """Load an :class:`ExperimentConfig` from YAML; errors name the file and the key."""
+def load_config(path: str | os.PathLike, environment: bool = True) -> ExperimentConfig:
+    """Load an :class:`ExperimentConfig` from YAML; errors name the file and the key.
+
+    ``$SDMAD_PROFILE`` is honoured: a file without ``profile:`` gets that profile's defaults, a
+    file that names another profile is refused. ``environment=False`` reads the file alone (to
+    show a config of another profile, as chapter 10 does offline).
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p} (give the path of a YAML file; examples are in sdmad_lite/configs/)")
@@ -306,7 +311,7 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(raw).__name__}")
     method = raw.get("method", ExperimentConfig.method)
-    env = settings.profile_name()
+    env = settings.profile_name() if environment else None
     if env is not None:  # $SDMAD_PROFILE: validated here, honoured, never silently overridden
         get_profile()
         if "profile" in raw and str(raw["profile"]).strip().lower() != env:

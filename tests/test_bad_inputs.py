@@ -287,11 +287,11 @@ def test_unknown_profile(tmp_path, monkeypatch):
 
 def test_profile_needing_the_network_without_one(monkeypatch):
     monkeypatch.setattr(profiles, "network_available", lambda *a, **k: False)
-    with pytest.raises(C.ProfileUnavailableError, match=r"profile 'colab' needs ViT-B-16 weights \(openai\).*no "
+    with pytest.raises(profiles.ProfileUnavailableError, match=r"profile 'colab' needs ViT-B-16 weights \(openai\).*no "
                                                         r"network and no cached copy.*SDMAD_PROFILE=offline"):
-        C.require_profile_ready(C.get_profile("colab"))
-    C.require_profile_ready(C.get_profile("colab"), weights_cached=True)  # cached weights need no network
-    C.require_profile_ready(C.get_profile("offline"))
+        profiles.require_profile_ready(profiles.get_profile("colab"))
+    profiles.require_profile_ready(profiles.get_profile("colab"), weights_cached=True)  # cached weights need no network
+    profiles.require_profile_ready(profiles.get_profile("offline"))
 
 
 def test_cli_run_with_a_network_profile_without_network(tmp_path, monkeypatch, capsys):
@@ -511,7 +511,7 @@ def test_cli_recognises_library_errors_but_not_bugs():
 
     for exc in (RunExistsError("x"), BackboneError("x"), ImageLoadError("x"), DatasetNotFoundError("x"),
                 SignFileError("x"), tables.TableError("x"), M.MetricInputError("x"), PoolTooSmallError("x"),
-                NonFiniteFeaturesError("x"), C.ConfigError("x"), C.ProfileUnavailableError("x"), SettingError("x")):
+                NonFiniteFeaturesError("x"), C.ConfigError("x"), profiles.ProfileUnavailableError("x"), SettingError("x")):
         assert is_user_error(exc), type(exc)
     for exc in (KeyError("x"), TypeError("x"), RuntimeError("x"), AttributeError("x"), ValueError("x"),
                 FileNotFoundError("x")):

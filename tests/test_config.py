@@ -7,29 +7,29 @@ from sdmad_lite.seeding import rng, seed_everything
 
 
 def test_default_profile_is_offline(monkeypatch):
-    monkeypatch.delenv(C.PROFILE_ENV, raising=False)
+    monkeypatch.delenv(profiles.PROFILE_ENV, raising=False)
     assert C.get_profile().name == "offline"
     assert C.get_profile().backbone == "phantomclip-tiny"
 
 
 def test_profile_from_env_and_argument(monkeypatch):
-    monkeypatch.setenv(C.PROFILE_ENV, "colab")
+    monkeypatch.setenv(profiles.PROFILE_ENV, "colab")
     assert C.get_profile().name == "colab"
     assert C.get_profile("paper").backbone == "ViT-L-14-336"  # the argument wins
 
 
 def test_unknown_profile_names_choices(monkeypatch):
-    monkeypatch.setenv(C.PROFILE_ENV, "gpu-please")
+    monkeypatch.setenv(profiles.PROFILE_ENV, "gpu-please")
     with pytest.raises(C.ConfigError, match=r"unknown profile 'gpu-please'.*offline, colab, paper"):
         C.get_profile()
 
 
 def test_network_profile_fails_fast_without_network(monkeypatch):
     monkeypatch.setattr(profiles, "network_available", lambda *a, **k: False)
-    with pytest.raises(C.ProfileUnavailableError, match="no network and no cached copy"):
-        C.require_profile_ready(C.get_profile("colab"))
-    C.require_profile_ready(C.get_profile("colab"), weights_cached=True)  # cached: fine
-    C.require_profile_ready(C.get_profile("offline"))  # never needs the network
+    with pytest.raises(profiles.ProfileUnavailableError, match="no network and no cached copy"):
+        profiles.require_profile_ready(C.get_profile("colab"))
+    profiles.require_profile_ready(C.get_profile("colab"), weights_cached=True)  # cached: fine
+    profiles.require_profile_ready(C.get_profile("offline"))  # never needs the network
 
 
 def test_config_roundtrip(tmp_path):

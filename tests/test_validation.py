@@ -38,6 +38,7 @@ def test_the_profile_variable_is_validated_and_honoured(tmp_path, monkeypatch):
     monkeypatch.setenv("SDMAD_PROFILE", "paper")
     with pytest.raises(C.ConfigError, match=r"says profile 'offline' but SDMAD_PROFILE=paper"):
         C.load_config(_yaml(tmp_path, "profile: offline\n"))
+    assert C.load_config(_yaml(tmp_path, "profile: offline\n"), environment=False).profile == "offline"  # the file alone
     cfg = C.load_config(_yaml(tmp_path, "seed: 1\n"))  # no profile in the file: the variable's, with its defaults
     assert cfg.profile == "paper" and cfg.model.backbone == "ViT-L-14-336" and cfg.data.dataset == "chestxray14"
     monkeypatch.setenv("SDMAD_PROFILE", "  ")  # empty means unset
