@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "training": ("bench_training.py", [],
                  ["--epochs", "15", "--vit-epochs", "2", "--n-test", "100", "--n-pool", "400", "--vit-n-test", "40",
                   "--vit-n-pool", "400", "--image-size", "128", "--repeats", "1", "--vit-variants", "mvfa-side,side-cached,side-cached-1t"]),
+    "tuning": ("bench_tuning.py", [], ["--epochs", "20", "--repeats", "1"]),
     "book": ("bench_book.py", [], ["--notebooks", "notebooks/00_welcome.ipynb"]),
     "memory": ("bench_memory.py", [], ["--config", "benchmarks/configs/quick_chest.yaml", "--skip-warm", "--skip-book"]),
 }

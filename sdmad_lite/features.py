@@ -76,6 +76,21 @@ def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequ
     return feats
 
 
+def cache_bytes(n_images: int, geometry: dict, tokens: str = "all", bytes_per_value: int = 2) -> int:
+    """Bytes the feature cache of ``n_images`` images takes for a backbone of ``geometry``
+    (:func:`sdmad_lite.models.backbone.vision_geometry`): every tapped block's tokens plus the pooled
+    embedding, float16 (``bytes_per_value=2``, what :func:`extract` stores) or float32 (4).
+
+    ``tokens="all"`` is what the cache holds (class token and patches: the residual placement,
+    localization, MVFA and AnomalyCLIP read patches); ``tokens="cls"`` is what the side placement's
+    image-level scores alone read — the size a class-token-only cache would have (not implemented).
+    """
+    if tokens not in ("all", "cls"):
+        raise ValueError(f"tokens must be 'all' or 'cls', got {tokens!r}")
+    per_tap = (geometry["tokens"] if tokens == "all" else 1) * geometry["width"]
+    return int(n_images) * (len(geometry["taps"]) * per_tap + geometry["embed_dim"]) * bytes_per_value
+
+
 def cache_key(backbone_key: str, dataset_key: dict, taps: Sequence[int]) -> str:
     blob = json.dumps({"backbone": backbone_key, "data": dataset_key, "taps": sorted(taps), "v": 1}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

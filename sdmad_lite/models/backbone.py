@@ -232,6 +232,21 @@ def default_taps(n_blocks: int) -> list[int]:
     return sorted({max(1, int(b * n_blocks / 24 + 0.5)) for b in (6, 12, 18, 24)})
 
 
+def vision_geometry(name: str) -> dict:
+    """The image tower's shape from open_clip's model config, without building the model: ``width``,
+    ``n_blocks``, ``tokens`` (class token + patches at the config's image size), ``embed_dim`` and
+    ``taps`` (:func:`default_taps`). What the feature cache of a backbone holds per image follows
+    from it (:func:`sdmad_lite.features.cache_bytes`)."""
+    _register_custom_configs()
+    cfg = open_clip.get_model_config(name)
+    if cfg is None or not isinstance(cfg.get("vision_cfg", {}).get("width"), int):
+        raise BackboneError(f"no ViT model config for {name!r} in open_clip; choose one of {', '.join(KNOWN)}")
+    v = cfg["vision_cfg"]
+    side = v["image_size"] // v["patch_size"]
+    return {"width": v["width"], "n_blocks": v["layers"], "tokens": 1 + side * side, "embed_dim": cfg["embed_dim"],
+            "image_size": v["image_size"], "taps": default_taps(v["layers"])}
+
+
 def recipe(name: str, tag: str | None) -> dict:
     """What weights published under open_clip tag ``tag`` need from the model: QuickGELU or not, and the
     preprocessing constants. OpenAI's weights were trained with QuickGELU; building their architecture
