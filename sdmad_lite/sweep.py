@@ -78,7 +78,8 @@ def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], 
     """Run methods × seeds × shots; each finished run is appended to ``out_csv`` at once.
 
     Resuming: every row carries the hash of its run's config and the CSV's sidecar (``.json``) the
-    hash of the sweep's base config; a CSV of another base config is refused (:class:`SweepCSVError`),
+    hash of the sweep's base config and the library's code fingerprint; a CSV of another base config
+    or of another version of the library is refused (:class:`SweepCSVError`),
     a row that was cut or holds impossible values is recomputed (with a warning), a run asked for
     twice is run once, and rows of the same sweep that are not asked for now are kept.
     ``backend``: ``local`` (sequential, or a process pool with ``workers`` > 1) or ``ray``.
@@ -136,13 +137,17 @@ def _resumable_rows(out: Path, base: ExperimentConfig) -> list[dict]:
         raise SweepCSVError(f"{out} holds runs of another base configuration than this sweep's (its sidecar "
                             f"{side.name} says {meta.get('base', 'nothing')}, this sweep is {base_hash(base)}): "
                             "resuming would mix them in one table; choose another --out, or delete the CSV")
+    if meta.get("code") not in (None, code_fingerprint()):
+        raise SweepCSVError(f"{out} holds runs of another version of the library (its sidecar {side.name} records "
+                            f"code {meta['code'][:12]}…, this library is {code_fingerprint()[:12]}…): resuming would "
+                            "mix their numbers in one table; choose another --out, or delete the CSV to rerun all")
     return done
 
 
 def _write_sidecar(out: Path, base: ExperimentConfig, **extra) -> None:
     side = out.with_suffix(".json")
     meta = json.loads(side.read_text()) if side.is_file() else {}
-    meta.update({"base": base_hash(base)} | extra)
+    meta.update({"base": base_hash(base), "code": code_fingerprint()} | extra)
     atomic_write(side, json.dumps(meta, indent=1))
 
 

@@ -204,6 +204,15 @@ def test_resuming_with_another_config_is_refused(tmp_path, fake_runs):
     assert len(_csv_rows(out)) == 2  # nothing lost
 
 
+def test_resuming_rows_of_another_library_version_is_refused(tmp_path, fake_runs, monkeypatch):
+    out = tmp_path / "s.csv"
+    X.sweep(ExperimentConfig(), ["sdmad"], [0], [4], out)
+    monkeypatch.setattr(X, "code_fingerprint", lambda: "f" * 64)  # the library changed since
+    with pytest.raises(X.SweepCSVError, match="another version of the library.*delete the CSV"):
+        X.sweep(ExperimentConfig(), ["sdmad"], [0, 1], [4], out)
+    assert len(_csv_rows(out)) == 1 and fake_runs == [("sdmad", 0, 4)]  # nothing lost, nothing mixed
+
+
 def test_a_cut_row_is_recomputed_and_duplicates_run_once(tmp_path, fake_runs):
     out = tmp_path / "s.csv"
     X.sweep(ExperimentConfig(), ["sdmad", "sdmad"], [5, 5], [4], out)  # asked twice: run once
