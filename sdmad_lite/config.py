@@ -37,6 +37,8 @@ class DataConfig:
     normal_fraction: float = 0.3  # share of normal images in the phantom world
     conspicuity: float = 1.0  # phantom sign contrast multiplier (1 = default difficulty)
     noise: float = 1.0  # phantom noise multiplier
+    scanner_shift: float = 0.0  # phantom target-domain shift, 0 (none) … 1 (data/phantoms/scanner.py)
+    scanner_seed: int = 0  # which scanner (its settings are drawn from this seed)
 
 
 @dataclass

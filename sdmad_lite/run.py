@@ -110,7 +110,8 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
     ev = evaluate(task, support, pred)
     row: dict = {"method": cfg.method, "seed": cfg.seed, "train_seed": cfg.seed if cfg.train_seed is None else cfg.train_seed,
                  "k": cfg.k_shot, "profile": cfg.profile,
-                 "dataset": cfg.data.dataset, "backbone": cfg.model.backbone, "adapter_mode": cfg.model.adapter_mode}
+                 "dataset": cfg.data.dataset, "scanner_shift": cfg.data.scanner_shift, "backbone": cfg.model.backbone,
+                 "adapter_mode": cfg.model.adapter_mode}
     _flatten("integrated.", ev["integrated"], row)
     _flatten("per-anomaly.", ev["per-anomaly"], row)
     for i, name in enumerate(task.categories):  # per-category tables
@@ -232,11 +233,24 @@ def run_job(cfg_dict: dict) -> dict:
     return run_cached(ExperimentConfig.from_dict(cfg_dict))
 
 
+def warm_task(cfg_dict: dict) -> None:
+    """Build the task of a config in a worker process: its frozen features land in the disk cache."""
+    get_task(ExperimentConfig.from_dict(cfg_dict))
+
+
+def _task_of(cfg: ExperimentConfig) -> str:
+    """What decides a config's frozen features (its data and its backbone)."""
+    m = cfg.model
+    return json.dumps([cfg.data.__dict__, m.backbone, m.pretrained, m.weights_tag, m.adapter_blocks], sort_keys=True,
+                      default=str)
+
+
 def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None) -> list[dict]:
     """:func:`run_cached` for every config, rows in the order of ``cfgs``.
 
     Runs already in the result cache are read at once; the others go to a pool of ``workers``
-    processes (default :func:`default_workers`; 1 runs them here, one after the other). Each run
+    processes (default :func:`default_workers`; 1 runs them here, one after the other), which first
+    build the distinct tasks among them (their features, into the disk cache) one per worker. Each run
     seeds itself and trains on one thread, so the rows do not depend on ``workers``.
     """
     cfgs = list(cfgs)
@@ -253,6 +267,9 @@ def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None) -> li
             rows[i] = run_cached(cfgs[i])
     else:
         with process_pool(min(workers, len(todo))) as ex:
+            # first the distinct tasks, one per worker at a time (no two workers extract the same features)
+            tasks = {_task_of(cfgs[i]): cfgs[i].to_dict() for i in todo}
+            list(ex.map(warm_task, list(tasks.values())))
             for i, row in zip(todo, ex.map(run_job, [cfgs[i].to_dict() for i in todo])):
                 rows[i] = row
     return rows  # type: ignore[return-value]

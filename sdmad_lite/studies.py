@@ -23,6 +23,10 @@ ABLATIONS = ("sdmad-no-ss", "sdmad-no-disc")
 SELECTION_VARIANTS = ("sdmad", "sdmad-no-ss", "sdmad-ss-before", "sdmad-ss-per-image")
 #: chapter 7: shots per category
 SHOTS = (1, 2, 4, 8)
+#: chapter 12: the target-domain shift (data/phantoms/scanner.py), its strengths, methods and seeds
+SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SHIFT_METHODS = ("zeroshot-names", "zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
+SHIFT_SEEDS = tuple(range(5))
 #: too slow to run at ten seeds while the book builds on a CPU: a `sdmad sweep` writes their CSV
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip", "sdmad-residual")
 
@@ -68,6 +72,18 @@ def shots_vs_training_seed(draws: int = 4, train_seeds: int = 4) -> list[Experim
         for t in range(train_seeds):
             c = config_for("sdmad", base_config())
             c.k_shot, c.seed, c.train_seed = 4, seed, 100 + t
+            out.append(c)
+    return out
+
+
+def domain_shift(strengths: Iterable[float] = SHIFTS, seeds: Iterable[int] = SHIFT_SEEDS, k: int = 4,
+                 scanner_seed: int = 0) -> list[ExperimentConfig]:
+    """Chapter 12: ``SHIFT_METHODS`` at k = ``k`` on the phantom chest seen through one scanner
+    (``scanner_seed``) at each strength — the pool and the test images shifted, the backbone not."""
+    out = []
+    for strength in strengths:
+        for c in configs(SHIFT_METHODS, [k], seeds):
+            c.data.scanner_shift, c.data.scanner_seed = float(strength), int(scanner_seed)
             out.append(c)
     return out
 

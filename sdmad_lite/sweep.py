@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, ExperimentConfig
 from .io import atomic_write
+from . import metrics as M
 from .metrics import mean_std
 from .methods import config_for
 from .run import code_fingerprint, process_pool, run_cached
@@ -240,6 +241,21 @@ def summarize(rows, metrics: Sequence[str], by: Sequence[str] = ("method", "k"),
             rec[m + " (mean)"] = ms.mean * scale
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def versus(df, metric: str, a: str, b: str, scale: float = 100.0, **where) -> tuple[M.PairedTest, str]:
+    """Method ``a`` against method ``b`` on ``metric``, paired by seed over the rows of ``df`` that
+    match ``where`` (column = value): the paired test and one sentence saying which way it falls
+    ("beats" / "trails" only when the 95 % interval of the difference excludes 0)."""
+    d = pd.DataFrame(df)
+    for col, value in where.items():
+        d = d[d[col] == value]
+    x = d[d.method == a].set_index("seed")[metric]
+    y = d[d.method == b].set_index("seed")[metric].reindex(x.index)
+    t = M.paired_test(scale * x.to_numpy(float), scale * y.to_numpy(float))
+    word = "beats" if t.low > 0 else ("trails" if t.high < 0 else "is not clearly different from")
+    return t, (f"{word} {b} ({t.mean:+.1f} points paired over {t.n} seeds, 95 % interval [{t.low:+.1f}, "
+               f"{t.high:+.1f}], paired t-test p = {t.p_t:.2g})")
 
 
 def write_results(rows: list[dict], path: str | os.PathLike, command: str) -> None:

@@ -34,6 +34,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "data.normal_fraction": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     "data.conspicuity": (lambda v: v > 0, "> 0"),
     "data.noise": (lambda v: v >= 0, "≥ 0"),
+    "data.scanner_shift": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (0: no shift)"),
     "model.adapter_lambda": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     "model.adapter_hidden": (lambda v: v is None or v >= 1, "≥ 1 (or null: a quarter of the backbone's width)"),
     "loss.align": (lambda v: v >= 0, "≥ 0"),
@@ -93,3 +94,6 @@ def check_ranges(cfg: Any, where: str) -> None:
             raise ConfigError(f"{where}.tuning.grid.{key}: give a non-empty list of values")
     if cfg.data.n_test and cfg.data.dataset.startswith("phantom-") and cfg.data.n_test < 1:
         raise ConfigError(f"{where}.data.n_test: a phantom world needs at least one test image")
+    if cfg.data.scanner_shift and not cfg.data.dataset.startswith("phantom-"):
+        raise ConfigError(f"{where}.data.scanner_shift: the scanner shift is a phantom-world knob; real images "
+                          f"({cfg.data.dataset}) already come from their own scanners — set it to 0")

@@ -24,7 +24,8 @@ def phantom_datasets(cfg: ExperimentConfig):
     """(modality, test, pool) of a phantom world: two fixed, disjoint sets of seeded phantoms."""
     modality = cfg.data.dataset.removeprefix("phantom-")
     kw = dict(size=cfg.data.image_size, normal_fraction=cfg.data.normal_fraction,
-              conspicuity=cfg.data.conspicuity, noise=cfg.data.noise)
+              conspicuity=cfg.data.conspicuity, noise=cfg.data.noise, shift=cfg.data.scanner_shift,
+              shift_seed=cfg.data.scanner_seed)
     test = PhantomDataset(modality, cfg.data.n_test, seed=TEST_SEED, **kw)
     pool = PhantomDataset(modality, cfg.data.n_pool, seed=POOL_SEED, **kw)
     return modality, test, pool
@@ -135,5 +136,9 @@ def dataset_key(ds) -> dict:
     """What identifies a dataset's images in the feature cache (real data: a fingerprint of its files)."""
     if isinstance(ds, Subset):
         return ds.key | {"files": data_fingerprint(ds)}
-    return {k: getattr(ds, k) for k in ("modality", "n", "seed", "size", "conspicuity", "noise", "label_source")
-            if hasattr(ds, k)} | {"normal_fraction": float(getattr(ds, "normal_fraction", -1))}
+    key = {k: getattr(ds, k) for k in ("modality", "n", "seed", "size", "conspicuity", "noise", "label_source")
+           if hasattr(ds, k)} | {"normal_fraction": float(getattr(ds, "normal_fraction", -1))}
+    scanner = getattr(ds, "scanner", None)
+    if scanner is not None and scanner.strength:  # unshifted worlds keep the keys they always had
+        key["scanner"] = [float(scanner.strength), int(scanner.seed)]
+    return key

@@ -20,6 +20,7 @@ from sdmad_lite.seeding import rng as derive
 
 from .catalogue import ModalitySpec, get_modality
 from .primitives import Scene, bbox, to_uint8
+from .scanner import Scanner
 
 RENDERERS = ("chest", "oct", "brain")  # one module per modality, same names
 P_SIGN = 0.85
@@ -175,14 +176,18 @@ class PhantomDataset:
     """MONAI-style dataset of phantoms: ``ds[i]`` is the dict of :func:`render`.
 
     Deterministic: item ``i`` depends only on ``(seed, i)`` and the constructor arguments.
+    ``shift`` > 0 shows every image through a :class:`~sdmad_lite.data.phantoms.scanner.Scanner` of
+    that strength (settings from ``shift_seed``): a target domain the backbone never saw.
     ``labels`` (``n x C``, int8) are sampled at construction, without rendering.
     """
 
     def __init__(self, modality: str, n: int, seed: int = 0, size: int = 224, normal_fraction: float = 0.3,
-                 conspicuity: float = 1.0, noise: float = 1.0, label_source: str = "real"):
+                 conspicuity: float = 1.0, noise: float = 1.0, label_source: str = "real", shift: float = 0.0,
+                 shift_seed: int = 0):
         self.spec = get_modality(modality)
         self.modality, self.n, self.seed, self.size = self.spec.name, int(n), int(seed), int(size)
         self.conspicuity, self.noise = conspicuity, noise
+        self.scanner = Scanner(float(shift), int(shift_seed))  # the target-domain shift (scanner.py); 0: none
         self.categories: list[str] = list(self.spec.categories)
         if label_source not in LABEL_SOURCES:
             raise ValueError(f"label_source must be one of {list(LABEL_SOURCES)}")
@@ -197,8 +202,13 @@ class PhantomDataset:
         if not -self.n <= i < self.n:
             raise IndexError(i)
         i = i % self.n
-        return render(self.modality, self.labels[i], seed=item_seed(self.seed, i), size=self.size,
-                      conspicuity=self.conspicuity, noise=self.noise, index=i)
+        rec = render(self.modality, self.labels[i], seed=item_seed(self.seed, i), size=self.size,
+                     conspicuity=self.conspicuity, noise=self.noise, index=i)
+        if self.scanner.strength:
+            rec["image"], rec["signs"] = self.scanner(rec["image"], item_seed(self.seed, i), rec["signs"])
+            rec["signs"] = {k: m for k, m in rec["signs"].items() if m.any()}  # a sign the zoom cut out has no mask
+            rec["meta"]["scanner"] = {"strength": self.scanner.strength, "seed": self.scanner.seed}
+        return rec
 
     def __iter__(self):
         return (self[i] for i in range(self.n))
