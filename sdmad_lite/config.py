@@ -156,6 +156,7 @@ class ExperimentConfig:
     k_shot: int = 4
     method: str = "sdmad"
     protocols: list[str] = field(default_factory=lambda: ["integrated", "per-anomaly", "open-set"])
+    open_set_category: str | None = None  # the category the open-set protocol holds out (None: seed % C)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import metrics as M
 from . import methods, protocols, settings
-from .config import ExperimentConfig, load_config, save_config
+from .config import ConfigError, ExperimentConfig, load_config, save_config
 from .data.build import check_feasible
 from .data.fewshot import Support, draw_support
 from .io import PACKAGE_DIR, cache_dir, write_json
@@ -58,9 +58,15 @@ def evaluate(task: Task, support: Support, pred: Predictions, cols: list[int] | 
     return {"integrated": integ, "per-anomaly": per, "thresholds": thr, "anchor_threshold": athr}
 
 
-def open_set_heldout(task: Task, seed: int) -> int:
-    """The category held out in the open-set protocol for ``seed`` (cycles through categories)."""
-    return seed % len(task.categories)
+def open_set_heldout(task: Task, seed: int, category: str | None = None) -> int:
+    """The category held out in the open-set protocol: ``category`` when given (a name of the task's),
+    else the one of ``seed`` (cycles through the categories)."""
+    if category is None:
+        return seed % len(task.categories)
+    if category not in task.categories:
+        raise ConfigError(f"open_set_category: {category!r} is not a category of {task.dataset}; choose one of "
+                          f"{', '.join(task.categories)} (or leave it unset: the seed chooses)")
+    return task.categories.index(category)
 
 
 def evaluate_open_set(task: Task, support: Support, pred: Predictions, held_out: int, cols: list[int]) -> dict:
@@ -126,7 +132,7 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
             row[f"selection.precision_{truth_name}"], row[f"selection.recall_{truth_name}"] = p, r
         row["selection.kept"] = int(pred.kept.sum())
     if "open-set" in cfg.protocols:
-        held = open_set_heldout(task, cfg.seed)
+        held = open_set_heldout(task, cfg.seed, cfg.open_set_category)
         cols = [c for c in range(len(task.categories)) if c != held]
         sup_os = draw_support(task.y_pool, cfg.k_shot, cfg.seed, cfg.train.val_fraction, categories=cols,
                               names=task.categories)

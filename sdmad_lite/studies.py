@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from .config import ExperimentConfig, default_config
+from .data.phantoms.catalogue import get_modality
 from .methods import config_for
 
 SEEDS = tuple(range(10))
@@ -27,6 +28,9 @@ SHOTS = (1, 2, 4, 8)
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("zeroshot-names", "zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 SHIFT_SEEDS = tuple(range(5))
+#: chapter 13: the open-set protocol with each category held out in turn
+OPEN_SET_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
+OPEN_SET_SEEDS = tuple(range(3))
 #: too slow to run at ten seeds while the book builds on a CPU: a `sdmad sweep` writes their CSV
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip", "sdmad-residual")
 
@@ -84,6 +88,19 @@ def domain_shift(strengths: Iterable[float] = SHIFTS, seeds: Iterable[int] = SHI
     for strength in strengths:
         for c in configs(SHIFT_METHODS, [k], seeds):
             c.data.scanner_shift, c.data.scanner_seed = float(strength), int(scanner_seed)
+            out.append(c)
+    return out
+
+
+def open_set_per_category(seeds: Iterable[int] = OPEN_SET_SEEDS, k: int = 4,
+                          dataset: str = "phantom-chest") -> list[ExperimentConfig]:
+    """Chapter 13: ``OPEN_SET_METHODS`` at k = ``k`` with every category of ``dataset`` held out of
+    training in turn (``open_set_category``), so that class difficulty and seed noise separate."""
+    out = []
+    for category in get_modality(dataset.removeprefix("phantom-")).categories:
+        for c in configs(OPEN_SET_METHODS, [k], seeds):
+            c.protocols, c.open_set_category = ["integrated", "per-anomaly", "open-set"], category
+            c.data.dataset = dataset
             out.append(c)
     return out
 
