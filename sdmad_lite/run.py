@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -228,10 +229,22 @@ def default_workers() -> int:
     return settings.workers(max(1, min(8, cores)))
 
 
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Worker initialiser: end this worker when the process that started the pool is gone (killed,
+    or interrupted before the pool could shut down), instead of staying alive with its memory."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes for runs. Spawned, not forked: a forked child of a process
-    that has run torch's thread pools can hang."""
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    that has run torch's thread pools can hang. A worker ends when the parent dies."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
 
 
 def run_job(cfg_dict: dict) -> dict:
