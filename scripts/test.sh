@@ -17,7 +17,7 @@ step() {
   [ $rc -eq 0 ] || failed+=("$name")
   return $rc
 }
-step pytest python -m pytest tests -q -p no:cacheprovider
+step pytest python -m pytest tests -q -p no:cacheprovider -n auto --dist loadfile  # one process per core (pytest-xdist)
 step nbval python -m pytest notebooks -q -p no:cacheprovider --nbval-lax --nbval-current-env \
   --nbval-sanitize-with tests/nbval_sanitize.cfg
 if step book jupyter-book build . -W -n --keep-going --all; then
