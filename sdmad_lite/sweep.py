@@ -78,7 +78,7 @@ def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], 
           ray_address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0) -> list[dict]:
     """Run methods × seeds × shots; each finished run is appended to ``out_csv`` at once.
 
-    Resuming: every row carries the hash of its run's config and the CSV's sidecar (``.json``) the
+    Resuming: every row carries the hash of its run's config and the CSV's sidecar (:func:`sidecar_path`) the
     hash of the sweep's base config and the library's code fingerprint; a CSV of another base config
     or of another version of the library is refused (:class:`SweepCSVError`),
     a row that was cut or holds impossible values is recomputed (with a warning), a run asked for
@@ -132,7 +132,7 @@ def _resumable_rows(out: Path, base: ExperimentConfig) -> list[dict]:
     if not {"method", "seed", "k", "config_hash"} <= set(done[0]):
         raise SweepCSVError(f"{out} is not a sweep CSV of this version of sdmad (no method/seed/k/config_hash "
                             "columns); choose another --out, or delete it to start afresh")
-    side = out.with_suffix(".json")
+    side = sidecar_path(out)
     meta = json.loads(side.read_text()) if side.is_file() else {}
     if meta.get("base") != base_hash(base):
         raise SweepCSVError(f"{out} holds runs of another base configuration than this sweep's (its sidecar "
@@ -145,8 +145,16 @@ def _resumable_rows(out: Path, base: ExperimentConfig) -> list[dict]:
     return done
 
 
+def sidecar_path(csv_path: str | os.PathLike) -> Path:
+    """The sidecar of a sweep CSV: ``NAME.meta`` beside ``NAME.csv`` (JSON inside). Not ``.json``: a
+    results CSV may ship inside the package, and the library's code fingerprint, which the sidecar
+    records, reads the package's ``.json`` files — a sidecar named so would change the fingerprint it
+    holds (``tests/test_sweep_backends.py`` checks it does not)."""
+    return Path(csv_path).with_suffix(".meta")
+
+
 def _write_sidecar(out: Path, base: ExperimentConfig, **extra) -> None:
-    side = out.with_suffix(".json")
+    side = sidecar_path(out)
     meta = json.loads(side.read_text()) if side.is_file() else {}
     meta.update({"base": base_hash(base), "code": code_fingerprint()} | extra)
     atomic_write(side, json.dumps(meta, indent=1))
@@ -259,10 +267,10 @@ def versus(df, metric: str, a: str, b: str, scale: float = 100.0, **where) -> tu
 
 
 def write_results(rows: list[dict], path: str | os.PathLike, command: str) -> None:
-    """Record in a sweep CSV's sidecar ``.json`` the command that wrote it, the library's code
+    """Record in a sweep CSV's sidecar (:func:`sidecar_path`) the command that wrote it, the library's code
     fingerprint and the date (what a chapter that reads it prints)."""
     p = Path(path)
-    side = p.with_suffix(".json")
+    side = sidecar_path(p)
     meta = json.loads(side.read_text()) if side.is_file() else {}
     meta.update({"command": command, "code": code_fingerprint(), "date": datetime.date.today().isoformat(),
                  "rows": len(rows)})
@@ -273,6 +281,6 @@ def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """The rows of a results CSV and its sidecar (see :func:`write_results`); ``meta["current"]``
     says whether the library that wrote it is the one installed now."""
     p = Path(path)
-    meta = json.loads(p.with_suffix(".json").read_text())
+    meta = json.loads(sidecar_path(p).read_text())
     meta["current"] = meta.get("code") == code_fingerprint()
     return pd.DataFrame(_read_rows(p)), meta

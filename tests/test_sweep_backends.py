@@ -261,7 +261,7 @@ def test_a_sweep_killed_anywhere_resumes_to_the_same_csv(tmp_path, monkeypatch):
     @given(st.integers(min_value=0, max_value=len(methods) * len(seeds) * len(shots)))
     def killed_at(n):
         out = tmp_path / f"part{n}.csv"
-        for p in (out, out.with_suffix(".json")):
+        for p in (out, X.sidecar_path(out)):
             p.unlink(missing_ok=True)
         done = []
 
@@ -281,3 +281,23 @@ def test_a_sweep_killed_anywhere_resumes_to_the_same_csv(tmp_path, monkeypatch):
         assert out.read_text() == want
 
     killed_at()
+
+
+def test_a_sidecar_inside_the_package_leaves_the_code_fingerprint_alone(tmp_path, fake_runs, monkeypatch):
+    """A results CSV ships in the package; writing its sidecar must not change the fingerprint it records."""
+    from sdmad_lite import run as R
+    from sdmad_lite.io import PACKAGE_DIR
+
+    out = PACKAGE_DIR / "resources" / "results" / "_test_sidecar.csv"
+    try:
+        R.code_fingerprint.cache_clear()
+        before = R.code_fingerprint()
+        X.sweep(ExperimentConfig(), ["sdmad"], [0], [4], out)
+        X.write_results(_csv_rows(out), out, "test")
+        R.code_fingerprint.cache_clear()
+        assert X.sidecar_path(out).is_file() and R.code_fingerprint() == before
+        assert X.read_results(out)[1]["current"]
+    finally:
+        out.unlink(missing_ok=True)
+        X.sidecar_path(out).unlink(missing_ok=True)
+        R.code_fingerprint.cache_clear()

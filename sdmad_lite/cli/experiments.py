@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import ExperimentConfig, default_config
 from ..methods import ALL_METHODS
 from ..run import load_experiment, run
-from ..sweep import sweep, write_results
+from ..sweep import sidecar_path, sweep, write_results
 from . import checks
 
 
@@ -39,7 +39,7 @@ def _sweep(args: argparse.Namespace) -> int:
                  backend=args.backend, workers=args.workers, progress=True, ray_address=args.ray_address,
                  cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
     write_results(rows, args.out, command=" ".join(["sdmad"] + sys.argv[1:]))
-    print(f"{len(rows)} rows in {args.out} (its command and library version in {Path(args.out).with_suffix('.json').name})")
+    print(f"{len(rows)} rows in {args.out} (its command and library version in {sidecar_path(args.out).name})")
     return 0
 
 
