@@ -15,8 +15,9 @@ the work is equal):
   computes it, never stopping early: G × F trainings).
 
 A fourth row, ``refit``, is the one training on the whole support set that follows the choice.
-The out-of-fold scores of ``stack-all`` and ``stack-per-point`` must agree (same seeds, same
-models); the table says how far apart they are.
+The held-out loss curves of ``stack-all`` and ``stack-per-point`` are reported side by side; they
+are not identical — each stack draws the initial weights of all its models from one seed, so a
+model of the whole stack starts from other weights than its twin in a one-point stack.
 """
 from __future__ import annotations
 

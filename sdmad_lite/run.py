@@ -174,7 +174,7 @@ def _code(p: Path) -> bytes:
 def code_fingerprint() -> str:
     """sha256 over the library's code, sign files, registry and shipped checkpoints — every file that
     could alter a run's result (the key of the result cache). ``CONSUMERS`` and the example configs are
-    left out, and so are docstrings and comments (:func:`_code`). Once per process."""
+    left out, and so are docstrings and comments (``_code``). Once per process."""
     h = hashlib.sha256()
     for p in sorted(PACKAGE_DIR.rglob("*")):
         rel = p.relative_to(PACKAGE_DIR)

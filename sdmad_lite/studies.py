@@ -14,24 +14,24 @@ from .data.phantoms.catalogue import get_modality
 from .methods import config_for
 
 SEEDS = tuple(range(10))
-#: the comparison of chapter 8: the reference rows and the methods at k = 4 and 8; the generic-prompt
+#: the comparison of chapter 8 — the reference rows and the methods at k = 4 and 8; the generic-prompt
 #: adapters and the ablations at k = 4 (what fits the CPU budget of a book build)
 REFERENCE = ("always-normal", "label-prior", "zeroshot-names", "zeroshot-signs", "sdmad-init")
 COMPARED = ("sdmad", "linear-probe")
 AT_K4 = ("generic-prompt-adapters",)
 ABLATIONS = ("sdmad-no-ss", "sdmad-no-disc")
-#: chapter 6: when sign selection runs
+#: chapter 6 — when sign selection runs
 SELECTION_VARIANTS = ("sdmad", "sdmad-no-ss", "sdmad-ss-before", "sdmad-ss-per-image")
-#: chapter 7: shots per category
+#: chapter 7 — shots per category
 SHOTS = (1, 2, 4, 8)
-#: chapter 12: the target-domain shift (data/phantoms/scanner.py), its strengths, methods and seeds
+#: chapter 12 — the target-domain shift (data/phantoms/scanner.py), its strengths, methods and seeds
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("zeroshot-names", "zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 SHIFT_SEEDS = tuple(range(5))
-#: chapter 13: the open-set protocol with each category held out in turn
+#: chapter 13 — the open-set protocol with each category held out in turn
 OPEN_SET_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 OPEN_SET_SEEDS = tuple(range(3))
-#: too slow to run at ten seeds while the book builds on a CPU: a `sdmad sweep` writes their CSV
+#: too slow to run at ten seeds while the book builds on a CPU — a `sdmad sweep` writes their CSV
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip", "sdmad-residual")
 
 

@@ -23,7 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-#: ranges of the numeric settings: key -> (test, what the value must be)
+#: ranges of the numeric settings, key -> (test, what the value must be)
 RANGES: dict[str, tuple[Any, str]] = {
     "seed": (lambda v: v >= 0, "≥ 0"),
     "train_seed": (lambda v: v is None or v >= 0, "≥ 0 (or null)"),

@@ -299,7 +299,7 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
     OpenAI architectures, the hub weights for ``hf-hub:`` names. ``None``: random weights, on
     purpose. A file, or a model folder: open_clip weights already on this machine, published under
     ``weights_tag`` (default ``openai`` for OpenAI architectures), whose activation and preprocessing
-    they get. Unavailable weights raise :class:`BackboneError` saying where to put them.
+    they get. Unavailable weights raise :class:`~sdmad_lite.models.checkpoints.BackboneError` saying where to put them.
     """
     remote = name.startswith(("hf-hub:", "local-dir:"))
     if name not in KNOWN and not remote and name not in open_clip.list_models():
