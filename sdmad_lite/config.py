@@ -88,6 +88,8 @@ class SelectionConfig:
     rule: str = "auto"  # auto | none | expert | all | topk
     when: str = "after"  # after training (the paper) | before training | per-image (each image's top_k signs)
     pool: str = "expert"  # the signs selection chooses from: expert (the recorded 3-5) | all (every candidate)
+    noise: float = 0.0  # phantom: the fraction of each category's expert signs replaced (signs/noise.py)
+    noise_kind: str = "undrawn"  # what replaces them: undrawn | uncaptioned | other-category
     features: str = "frozen"  # frozen (what the VLM sees) | adapted (the trained category features)
     top_k: int = 3
     z_threshold: float = 1.0

@@ -118,7 +118,8 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
     row: dict = {"method": cfg.method, "seed": cfg.seed, "train_seed": cfg.seed if cfg.train_seed is None else cfg.train_seed,
                  "k": cfg.k_shot, "profile": cfg.profile,
                  "dataset": cfg.data.dataset, "scanner_shift": cfg.data.scanner_shift, "backbone": cfg.model.backbone,
-                 "adapter_mode": cfg.model.adapter_mode}
+                 "adapter_mode": cfg.model.adapter_mode, "sign_noise": cfg.selection.noise,
+                 "sign_noise_kind": cfg.selection.noise_kind if cfg.selection.noise else ""}
     _flatten("integrated.", ev["integrated"], row)
     _flatten("per-anomaly.", ev["per-anomaly"], row)
     for i, name in enumerate(task.categories):  # per-category tables
@@ -126,6 +127,8 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
         row[f"integrated.auroc.{name}"] = float(ev["integrated"]["per_category_auroc"][i + 1])
     row["integrated.auroc.normal"] = float(ev["integrated"]["per_category_auroc"][0])
     row.update(pred.extra.get("row", {}))
+    if task.drawn.any():  # phantom: the share of the methods' pool that the renderer draws
+        row["signs.pool_drawn"] = float(task.drawn[task.expert].mean())
     if pred.kept is not None and task.drawn.any():
         pool = task.expert if cfg.selection.pool == "expert" else task.text.sign_mask.numpy()
         for truth_name, truth in (("drawn", task.drawn), ("known", task.known)):

@@ -31,6 +31,16 @@ SHIFT_SEEDS = tuple(range(5))
 #: chapter 13 — the open-set protocol with each category held out in turn
 OPEN_SET_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 OPEN_SET_SEEDS = tuple(range(3))
+#: chapter 14 — the comparison of chapter 8 (reference rows, SD-MAD, the linear probe) on the other two
+#: phantom modalities; the chest rows are chapter 8's
+MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
+#: chapter 15 — noisy sign pools (signs/noise.py): fractions of each category's expert signs replaced,
+#: crossed with the kind of replacement, the selection variant and the conspicuity of the signs
+NOISE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
+NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad")
+NOISE_CONSPICUITY = (1.0, 0.5)
+NOISE_SEEDS = tuple(range(5))
 #: too slow to run at ten seeds while the book builds on a CPU — a `sdmad sweep` writes their CSV
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip", "sdmad-residual")
 
@@ -105,6 +115,37 @@ def open_set_per_category(seeds: Iterable[int] = OPEN_SET_SEEDS, k: int = 4,
     return out
 
 
+def three_modalities(datasets: Iterable[str] = MODALITY_DATASETS, seeds: Iterable[int] = SEEDS,
+                     shots: Iterable[int] = (4, 8)) -> list[ExperimentConfig]:
+    """Chapter 14: the reference rows, SD-MAD and the linear probe at k = 4 and 8 on each phantom
+    modality (the chest configs are those of :func:`comparison`, so they come from its runs)."""
+    out = []
+    for dataset in datasets:
+        for c in configs(REFERENCE + COMPARED, shots, seeds):
+            c.data.dataset = dataset
+            out.append(c)
+    return out
+
+
+def sign_noise(fractions: Iterable[float] = NOISE_FRACTIONS, kinds: Iterable[str] = NOISE_KINDS,
+               conspicuity: Iterable[float] = NOISE_CONSPICUITY, seeds: Iterable[int] = NOISE_SEEDS,
+               k: int = 4) -> list[ExperimentConfig]:
+    """Chapter 15: ``NOISE_METHODS`` at k = ``k`` on the phantom chest with ``fraction`` of every
+    category's expert signs replaced by signs of each kind (one run at fraction 0, which is the same
+    for every kind). At the first conspicuity every fraction; at the others 0, ½ and 1 (the CPU
+    budget of a book build)."""
+    fractions, out = list(fractions), []
+    for i, consp in enumerate(conspicuity):
+        fs = fractions if i == 0 else [f for f in fractions if f in (0.0, 0.5, 1.0)]
+        for f in fs:
+            for kind in (kinds if f else ["undrawn"]):
+                for c in configs(NOISE_METHODS, [k], seeds):
+                    c.data.conspicuity, c.selection.noise = float(consp), float(f)
+                    c.selection.noise_kind = kind
+                    out.append(c)
+    return out
+
+
 def expensive() -> list[ExperimentConfig]:
     """The rows of ``EXPENSIVE`` at k = 4 over ten seeds (the sweep of ``sdmad sweep``)."""
     return configs(EXPENSIVE, [4])
@@ -129,3 +170,9 @@ def label(cfg: ExperimentConfig) -> str:
     return {"sdmad": "selection after training (default)", "sdmad-no-ss": "no selection (expert signs)",
             "sdmad-ss-before": "selection before training", "sdmad-ss-per-image": "selection per test image"}.get(
         cfg.method, cfg.method)
+
+
+#: the studies by name (``sdmad study NAME`` writes one's rows to a CSV)
+STUDIES = {"comparison": comparison, "selection-variants": selection_variants, "few-shot": few_shot_sensitivity,
+           "selection-pool": selection_pool_variants, "domain-shift": domain_shift, "open-set": open_set_per_category,
+           "three-modalities": three_modalities, "sign-noise": sign_noise, "expensive": expensive}

@@ -277,6 +277,12 @@ def write_results(rows: list[dict], path: str | os.PathLike, command: str) -> No
     atomic_write(side, json.dumps(meta, indent=1))
 
 
+def save_results(rows: list[dict], path: str | os.PathLike, command: str) -> None:
+    """Write ``rows`` as a results CSV with its sidecar (the rows of a study, ``sdmad study``)."""
+    _write_rows(Path(path), rows)
+    write_results(rows, path, command)
+
+
 def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """The rows of a results CSV and its sidecar (see :func:`write_results`); ``meta["current"]``
     says whether the library that wrote it is the one installed now."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from .models.backbone import load as load_backbone
 from .models.captions import UNCAPTIONED
 from .models.sdmad import SDMADHead, TextBank
 from .signs.bank import SignBank
+from .signs.noise import is_drawn, noisy_selection, renderer_sign
+from .signs.schema import Sign
 
 
 @dataclass
@@ -71,30 +73,51 @@ class Task:
         return TextBank(t.signs[cols], t.sign_mask[cols], t.normal, t.abnormal, act)
 
 
-def build_text_bank(bank: SignBank, backbone: Backbone, categories: list[str]):
-    """Embed every candidate sign of every category (mean over templates), padded to K."""
-    sign_ids, vecs, expert = [], [], []
+def build_text_bank(bank: SignBank, backbone: Backbone, categories: list[str],
+                    pools: dict[str, list[Sign]] | None = None):
+    """Embed every candidate sign of every category (mean over templates), padded to K.
+
+    ``pools``: per category the signs the methods use (default: the expert selection); a sign of a
+    pool that is not a candidate of its category (a noisy pool, ``signs.noise``) is appended to the
+    category's candidates. Returns the text bank, the padded sign ids, the pool mask and, for a
+    phantom bank, the ground truth: ``drawn`` (the renderer draws the sign for the category) and
+    ``known`` (drawn *and* described in PhantomCLIP's captions).
+    """
+    sign_ids, vecs, expert, drawn, known = [], [], [], [], []
     for c in categories:
+        pool = bank.selected(c) if pools is None else pools[c]
         cands = bank.candidates(c)
-        sel = {s.id for s in bank.selected(c)}
-        prompts = bank.sign_prompts(c, "all")
+        cands += [s for s in pool if s.id not in {x.id for x in cands}]
+        sel = {s.id for s in pool}
+        prompts = bank.sign_prompts(c, cands)
         sign_ids.append([s.id for s in cands])
         vecs.append(torch.stack([backbone.mean_text(prompts[s.id]) for s in cands]))
         expert.append([s.id in sel for s in cands])
+        d = [bank.is_phantom and is_drawn(bank, c, s.id) for s in cands]
+        drawn.append(d)
+        known.append([di and renderer_sign(bank, s.id) not in UNCAPTIONED for di, s in zip(d, cands)])
     k = max(len(v) for v in vecs)
-    d = vecs[0].shape[1]
-    signs = torch.zeros(len(categories), k, d)
+    dim = vecs[0].shape[1]
+    signs = torch.zeros(len(categories), k, dim)
     mask = torch.zeros(len(categories), k, dtype=torch.bool)
-    exp = np.zeros((len(categories), k), bool)
+    exp, drw, kno = (np.zeros((len(categories), k), bool) for _ in range(3))
     for i, v in enumerate(vecs):
         signs[i, : len(v)] = v
         mask[i, : len(v)] = True
-        exp[i, : len(v)] = expert[i]
+        exp[i, : len(v)], drw[i, : len(v)], kno[i, : len(v)] = expert[i], drawn[i], known[i]
         sign_ids[i] += [""] * (k - len(v))
     anchors = bank.anchor_prompts()
     text = TextBank(signs, mask, backbone.mean_text(anchors["normal"]), backbone.mean_text(anchors["abnormal"]),
                     active=torch.as_tensor(exp))
-    return text, sign_ids, exp
+    return text, sign_ids, exp, drw, kno
+
+
+def with_sign_noise(task: Task, fraction: float, kind: str, seed: int) -> Task:
+    """``task`` with every category's expert selection replaced by a noisy pool
+    (:func:`~sdmad_lite.signs.noise.noisy_selection`); images, features and backbone shared."""
+    pools = {c: noisy_selection(task.bank, c, fraction, kind, seed) for c in task.categories}
+    text, sign_ids, expert, drawn, known = build_text_bank(task.bank, task.backbone, task.categories, pools)
+    return replace(task, text=text, sign_ids=sign_ids, expert=expert, drawn=drawn, known=known)
 
 
 def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False) -> Task:
@@ -109,14 +132,7 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
     if missing:
         raise ValueError(f"categories {missing} of {cfg.data.dataset} have no signs in the bank {bank.name!r}")
     categories = list(test.categories)
-    text, sign_ids, expert = build_text_bank(bank, backbone, categories)
-    drawn = np.zeros_like(expert)
-    known = np.zeros_like(expert)
-    for i, c in enumerate(categories):
-        r = bank.renders(c)
-        for j, sid in enumerate(sign_ids[i]):
-            drawn[i, j] = bool(sid and r.get(sid))
-            known[i, j] = drawn[i, j] and r.get(sid) not in UNCAPTIONED
+    text, sign_ids, expert, drawn, known = build_text_bank(bank, backbone, categories)
     name_text = torch.stack([backbone.mean_text(bank.category_name_prompts(c)) for c in categories])
     blocks = cfg.model.adapter_blocks or default_taps(backbone.n_blocks)
     bad = [b for b in blocks if not 1 <= b <= backbone.n_blocks]
@@ -145,6 +161,7 @@ def adapter_hidden(task: Task, cfg: ExperimentConfig) -> int:
 
 # ----------------------------------------------------------------------------- one per process
 _TASKS: dict[str, Task] = {}
+_NOISY: dict[tuple, Task] = {}
 _BACKBONES: dict[str, Backbone] = {}
 
 
@@ -163,9 +180,16 @@ def get_backbone(cfg: ExperimentConfig) -> Backbone:
 
 
 def get_task(cfg: ExperimentConfig, progress: bool = False) -> Task:
-    """The task of ``cfg`` (built once per process, features from the disk cache)."""
+    """The task of ``cfg`` (built once per process, features from the disk cache); with
+    ``selection.noise`` > 0, the task with noisy sign pools drawn from ``cfg.seed`` (:func:`with_sign_noise`)."""
     bb = get_backbone(cfg)
     key = json.dumps([cfg.data.__dict__, bb.key, cfg.model.adapter_blocks], sort_keys=True, default=str)
     if key not in _TASKS:
         _TASKS[key] = build_task(cfg, bb, progress=progress)
-    return _TASKS[key]
+    sel = cfg.selection
+    if not sel.noise:
+        return _TASKS[key]
+    noisy = (key, sel.noise, sel.noise_kind, cfg.seed)  # the noisy pools differ per seed
+    if noisy not in _NOISY:
+        _NOISY[noisy] = with_sign_noise(_TASKS[key], sel.noise, sel.noise_kind, cfg.seed)
+    return _NOISY[noisy]

@@ -18,6 +18,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "selection.when": ("after", "before", "per-image"),
     "selection.rule": ("auto", "none", "expert", "all", "topk"),
     "selection.pool": ("expert", "all"),
+    "selection.noise_kind": ("undrawn", "uncaptioned", "other-category"),
     "selection.features": ("frozen", "adapted"),
     "protocols": ("integrated", "per-anomaly", "open-set"),
 }
@@ -49,6 +50,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "train.val_fraction": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "train.patience": (lambda v: v >= 1, "≥ 1"),
     "selection.top_k": (lambda v: v >= 1, "≥ 1"),
+    "selection.noise": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (0: the expert signs as recorded)"),
     "selection.z_threshold": (lambda v: v >= 0, "≥ 0"),
     "tuning.folds": (lambda v: v == 0 or v >= 2, "0 (no tuning) or ≥ 2"),
     "tuning.max_epochs": (lambda v: v >= 1, "≥ 1"),
@@ -97,3 +99,9 @@ def check_ranges(cfg: Any, where: str) -> None:
     if cfg.data.scanner_shift and not cfg.data.dataset.startswith("phantom-"):
         raise ConfigError(f"{where}.data.scanner_shift: the scanner shift is a phantom-world knob; real images "
                           f"({cfg.data.dataset}) already come from their own scanners — set it to 0")
+    if cfg.selection.noise and not cfg.data.dataset.startswith("phantom-"):
+        raise ConfigError(f"{where}.selection.noise: noisy sign pools need the renderer's ground truth, which real "
+                          f"data ({cfg.data.dataset}) lacks — set it to 0, or use a phantom dataset")
+    if cfg.selection.noise and cfg.selection.pool != "expert":
+        raise ConfigError(f"{where}.selection.noise: the noise replaces signs of the expert pool, but selection.pool "
+                          f"is {cfg.selection.pool!r} — set selection.pool to expert, or the noise to 0")

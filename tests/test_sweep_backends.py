@@ -301,3 +301,28 @@ def test_a_sidecar_inside_the_package_leaves_the_code_fingerprint_alone(tmp_path
         out.unlink(missing_ok=True)
         X.sidecar_path(out).unlink(missing_ok=True)
         R.code_fingerprint.cache_clear()
+
+
+def test_sdmad_study_writes_the_rows_of_a_study_and_its_sidecar(tmp_path, monkeypatch, capsys):
+    from sdmad_lite import studies
+    from sdmad_lite.cli import main
+    from sdmad_lite.cli import experiments as E
+
+    asked = []
+
+    def fake_many(cfgs, workers=None):
+        asked.append((len(cfgs), workers))
+        return [_row(c) | {"sign_noise": c.selection.noise, "sign_noise_kind": c.selection.noise_kind} for c in cfgs]
+
+    monkeypatch.setattr(studies, "STUDIES", {**studies.STUDIES, "sign-noise": lambda: studies.sign_noise(seeds=(0,))})
+    monkeypatch.setattr(E, "run_many", fake_many)
+    out = tmp_path / "noise.csv"
+    assert main(["study", "sign-noise", "--out", str(out), "--workers", "3"]) == 0
+    n = len(studies.sign_noise(seeds=(0,)))
+    assert asked == [(n, 3)] and len(_csv_rows(out)) == n
+    df, meta = X.read_results(out)
+    assert meta["current"] and meta["rows"] == n and meta["command"].startswith("sdmad study sign-noise")
+    assert set(df.sign_noise_kind) == set(studies.NOISE_KINDS) and df.sign_noise.max() == 1.0
+    with pytest.raises(SystemExit):
+        main(["study", "no-such-study", "--out", str(out)])
+    assert "invalid choice: 'no-such-study'" in capsys.readouterr().err  # argparse names the studies

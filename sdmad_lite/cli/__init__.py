@@ -43,6 +43,7 @@ def is_user_error(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = " ".join(["sdmad"] + list(sys.argv[1:] if argv is None else argv))  # what a CSV records
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -1,14 +1,14 @@
-"""``sdmad run`` and ``sdmad sweep``."""
+"""``sdmad run``, ``sdmad sweep`` and ``sdmad study``."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..config import ExperimentConfig, default_config
 from ..methods import ALL_METHODS
-from ..run import load_experiment, run
-from ..sweep import sidecar_path, sweep, write_results
+from .. import studies
+from ..run import load_experiment, run, run_many
+from ..sweep import save_results, sidecar_path, sweep, write_results
 from . import checks
 
 
@@ -38,7 +38,18 @@ def _sweep(args: argparse.Namespace) -> int:
     rows = sweep(base, methods, args.seeds, args.shots, args.out,
                  backend=args.backend, workers=args.workers, progress=True, ray_address=args.ray_address,
                  cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
-    write_results(rows, args.out, command=" ".join(["sdmad"] + sys.argv[1:]))
+    write_results(rows, args.out, command=args.command_line)
+    print(f"{len(rows)} rows in {args.out} (its command and library version in {sidecar_path(args.out).name})")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    checks.output_file(args.out, "--out")
+    cfgs = studies.STUDIES[args.name]()
+    print(f"{args.name}: {len(cfgs)} runs on {args.workers} worker(s); finished runs are kept in the result cache, "
+          "so an interrupted study resumes where it stopped")
+    rows = run_many(cfgs, workers=args.workers)
+    save_results(rows, args.out, command=args.command_line)
     print(f"{len(rows)} rows in {args.out} (its command and library version in {sidecar_path(args.out).name})")
     return 0
 
@@ -62,3 +73,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--cpus-per-run", type=checks.positive, default=1.0, help="Ray: CPUs reserved per run")
     p.add_argument("--gpus-per-run", type=checks.non_negative, default=0.0, help="Ray: GPUs reserved per run (0.5: two runs share one)")
     p.set_defaults(func=_sweep)
+    p = sub.add_parser("study", help="the runs of one of the book's studies into one CSV (a chapter can read it)")
+    p.add_argument("name", choices=list(studies.STUDIES), help="the study (sdmad_lite/studies.py)")
+    p.add_argument("--out", required=True, help="CSV file (replaced; its sidecar NAME.meta records the command and library)")
+    p.add_argument("--workers", type=checks.positive_int, default=2, help="local processes")
+    p.set_defaults(func=_study)
