@@ -11,7 +11,8 @@ its threshold, or the single category with the largest margin if none passes (th
 said "abnormal"). Label metrics (subset accuracy, both Hamming variants, micro / macro F1) are
 computed over the ``C + 1`` columns; score metrics (AUROC, AP) use the raw scores, the normal
 column scored by ``−anchor``. ``macro_auroc`` averages the ``C + 1`` columns, ``anomaly_macro_auroc``
-the C anomaly columns only (the number to compare with a per-category table).
+the C anomaly columns only (the number to compare with a per-category table). ``pairwise_auroc``
+and ``pairwise_confusion`` say how well two categories are told apart (:func:`pairwise_separation`).
 
 **Per-anomaly** (:func:`evaluate_per_anomaly`). Each category as its own detection task: the test
 images that are normal or carry c; positives carry c; the category's own score (no anchor).
@@ -119,8 +120,34 @@ def evaluate_integrated(
         "per_category_ap": ap.per_category,
         "per_category_f1": per_category_f1(y_full, y_pred),
         "binary_auroc": _auroc(1 - normal, an),
+        **pairwise_separation(sc, yt, y_pred[:, 1:]),
         "y_pred": y_pred,
     }
+
+
+def pairwise_separation(scores: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """How well each pair of categories (i, j) is told apart, on the images that carry exactly one of
+    the two: ``pairwise_auroc`` — the AUROC of ``score_i − score_j`` with the images of i as positives;
+    ``pairwise_confusion`` — the share of those images whose predicted labels include the other
+    category of the pair. Both averaged over the pairs where they are defined (``(C, C)`` matrices in
+    ``pairwise_auroc_matrix`` / ``pairwise_confusion_matrix``; NaN where a pair has no such images)."""
+    C = y_true.shape[1]
+    auc = np.full((C, C), np.nan)
+    conf = np.full((C, C), np.nan)
+    for i in range(C):
+        for j in range(C):
+            if i == j:
+                continue
+            only_i, only_j = (y_true[:, i] == 1) & (y_true[:, j] == 0), (y_true[:, j] == 1) & (y_true[:, i] == 0)
+            m = only_i | only_j
+            if i < j:
+                auc[i, j] = auc[j, i] = _auroc(only_i[m].astype(np.int8), scores[m, i] - scores[m, j])
+            if only_i.any():
+                conf[i, j] = float(y_pred[only_i, j].mean())  # images of i (not j) predicted to carry j
+    upper = auc[np.triu_indices(C, 1)]
+    return {"pairwise_auroc": float(np.nanmean(upper)) if np.isfinite(upper).any() else float("nan"),
+            "pairwise_confusion": float(np.nanmean(conf)) if np.isfinite(conf).any() else float("nan"),
+            "pairwise_auroc_matrix": auc, "pairwise_confusion_matrix": conf}
 
 
 def evaluate_per_anomaly(scores: Any, y_true: Any, thresholds: Any, y_pred: Any | None = None) -> dict[str, Any]:

@@ -117,7 +117,8 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
     ev = evaluate(task, support, pred)
     row: dict = {"method": cfg.method, "seed": cfg.seed, "train_seed": cfg.seed if cfg.train_seed is None else cfg.train_seed,
                  "k": cfg.k_shot, "profile": cfg.profile,
-                 "dataset": cfg.data.dataset, "scanner_shift": cfg.data.scanner_shift, "backbone": cfg.model.backbone,
+                 "dataset": cfg.data.dataset, "scanner_shift": cfg.data.scanner_shift,
+                 "conspicuity": cfg.data.conspicuity, "backbone": cfg.model.backbone,
                  "adapter_mode": cfg.model.adapter_mode, "sign_noise": cfg.selection.noise,
                  "sign_noise_kind": cfg.selection.noise_kind if cfg.selection.noise else ""}
     _flatten("integrated.", ev["integrated"], row)
@@ -156,7 +157,7 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
 # ----------------------------------------------------------------------------- the result cache
 #: parts of the package that only *use* runs (commands, sweeps, reports, explorers): they cannot
 #: change a run's row, so they are not part of the code fingerprint
-CONSUMERS = ("cli", "sweep.py", "reports.py", "studies.py", "explore.py", "info.py")
+CONSUMERS = ("cli", "data_scripts", "sweep.py", "reports.py", "studies.py", "explore.py", "info.py")
 
 
 def _code(p: Path) -> bytes:

@@ -41,6 +41,11 @@ NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
 NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad")
 NOISE_CONSPICUITY = (1.0, 0.5)
 NOISE_SEEDS = tuple(range(5))
+#: chapter 15 — shared signs, controlled: the pair worlds (data/phantoms/catalogue.py) whose two
+#: categories share 0 … 3 of their 3 signs, with and without the discrepancy loss
+SHARED = (0, 1, 2, 3)
+SHARED_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "sdmad-no-disc", "linear-probe")
+SHARED_SEEDS = tuple(range(5))
 #: too slow to run at ten seeds while the book builds on a CPU — a `sdmad sweep` writes their CSV
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip", "sdmad-residual")
 
@@ -146,6 +151,16 @@ def sign_noise(fractions: Iterable[float] = NOISE_FRACTIONS, kinds: Iterable[str
     return out
 
 
+def shared_signs(shared: Iterable[int] = SHARED, seeds: Iterable[int] = SHARED_SEEDS, k: int = 4) -> list[ExperimentConfig]:
+    """Chapter 15: ``SHARED_METHODS`` at k = ``k`` on each pair world ``phantom-pairs{n}``."""
+    out = []
+    for n in shared:
+        for c in configs(SHARED_METHODS, [k], seeds):
+            c.data.dataset = f"phantom-pairs{int(n)}"
+            out.append(c)
+    return out
+
+
 def expensive() -> list[ExperimentConfig]:
     """The rows of ``EXPENSIVE`` at k = 4 over ten seeds (the sweep of ``sdmad sweep``)."""
     return configs(EXPENSIVE, [4])
@@ -175,4 +190,5 @@ def label(cfg: ExperimentConfig) -> str:
 #: the studies by name (``sdmad study NAME`` writes one's rows to a CSV)
 STUDIES = {"comparison": comparison, "selection-variants": selection_variants, "few-shot": few_shot_sensitivity,
            "selection-pool": selection_pool_variants, "domain-shift": domain_shift, "open-set": open_set_per_category,
-           "three-modalities": three_modalities, "sign-noise": sign_noise, "expensive": expensive}
+           "three-modalities": three_modalities, "sign-noise": sign_noise, "shared-signs": shared_signs,
+           "expensive": expensive}

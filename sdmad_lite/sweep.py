@@ -251,15 +251,19 @@ def summarize(rows, metrics: Sequence[str], by: Sequence[str] = ("method", "k"),
     return pd.DataFrame(out)
 
 
-def versus(df, metric: str, a: str, b: str, scale: float = 100.0, **where) -> tuple[M.PairedTest, str]:
+def versus(df, metric: str, a, b, scale: float = 100.0, by: str = "method", **where) -> tuple[M.PairedTest, str]:
     """Method ``a`` against method ``b`` on ``metric``, paired by seed over the rows of ``df`` that
     match ``where`` (column = value): the paired test and one sentence saying which way it falls
-    ("beats" / "trails" only when the 95 % interval of the difference excludes 0)."""
+    ("beats" / "trails" only when the 95 % interval of the difference excludes 0). ``by`` names the
+    column that ``a`` and ``b`` are values of (default: the method; e.g. ``by="sign_noise"`` compares
+    two noise levels of one method)."""
     d = pd.DataFrame(df)
     for col, value in where.items():
         d = d[d[col] == value]
-    x = d[d.method == a].set_index("seed")[metric]
-    y = d[d.method == b].set_index("seed")[metric].reindex(x.index)
+    x = d[d[by] == a].set_index("seed")[metric]
+    y = d[d[by] == b].set_index("seed")[metric].reindex(x.index)
+    if x.index.has_duplicates:
+        raise ValueError(f"versus: several rows per seed for {by} = {a!r}; narrow them with column=value filters")
     t = M.paired_test(scale * x.to_numpy(float), scale * y.to_numpy(float))
     word = "beats" if t.low > 0 else ("trails" if t.high < 0 else "is not clearly different from")
     return t, (f"{word} {b} ({t.mean:+.1f} points paired over {t.n} seeds, 95 % interval [{t.low:+.1f}, "

@@ -21,6 +21,7 @@ from .data.fewshot import Support, draw_support
 from .features import Features, cached_features
 from .models.backbone import Backbone, default_taps, weights_cached
 from .models.backbone import load as load_backbone
+from .data.phantoms.catalogue import MODALITIES
 from .models.captions import UNCAPTIONED
 from .models.sdmad import SDMADHead, TextBank
 from .signs.bank import SignBank
@@ -124,7 +125,7 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
     """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features."""
     if cfg.data.dataset.startswith("phantom-"):
         modality, test, pool = phantom_datasets(cfg)
-        bank = SignBank.load(f"phantom_{modality}")
+        bank = SignBank.from_catalogue(modality) if modality not in MODALITIES else SignBank.load(f"phantom_{modality}")
     else:
         test, pool = real_datasets(cfg)
         bank = SignBank.load(REAL_BANKS[cfg.data.dataset])

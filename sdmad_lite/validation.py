@@ -11,8 +11,9 @@ from .profiles import ConfigError
 
 #: the values a text setting may take (checked on load, so a typo fails before any work is done)
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("phantom-chest", "phantom-oct", "phantom-brain", "chestmnist", "octmnist", "chestxray14",
-                     "oct2017", "fastmri-brain"),
+    "data.dataset": ("phantom-chest", "phantom-oct", "phantom-brain", "phantom-pairs0", "phantom-pairs1",
+                     "phantom-pairs2", "phantom-pairs3", "chestmnist", "octmnist", "chestxray14", "oct2017",
+                     "fastmri-brain"),
     "model.adapter_mode": ("side", "residual"),
     "model.adapter_init": ("near-identity", "default"),
     "selection.when": ("after", "before", "per-image"),

@@ -22,7 +22,7 @@ LAYERS = [
     ["methods"],
     ["run", "sweep", "reports", "info", "studies"],
     ["explore"],
-    ["cli", "__init__"],
+    ["cli", "data_scripts", "__init__"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

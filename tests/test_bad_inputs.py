@@ -39,12 +39,12 @@ SAMPLES = RESOURCES / "samples"
 # =========================================================================== datasets and files
 def test_missing_dataset_folder(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"ChestX-ray14 image folder not found: .*nowhere.*"
-                                                   r"data_scripts/chestxray14\.py --root"):
+                                                   r"python -m sdmad_lite\.data_scripts\.chestxray14 --root"):
         ChestXray14Dataset(tmp_path / "nowhere")
-    with pytest.raises(DatasetNotFoundError, match=r"OCT2017 folder not found: .*nowhere.*data_scripts/oct2017\.py"):
+    with pytest.raises(DatasetNotFoundError, match=r"OCT2017 folder not found: .*nowhere.*sdmad_lite\.data_scripts\.oct2017"):
         OCT2017Dataset(tmp_path / "nowhere")
     with pytest.raises(DatasetNotFoundError, match=r"MedMNIST file not found: .*chestmnist_224\.npz.*"
-                                                   r"data_scripts/medmnist\.py --flag chestmnist"):
+                                                   r"sdmad_lite\.data_scripts\.medmnist --flag chestmnist"):
         MedMNISTDataset(tmp_path / "chestmnist_224.npz", "chestmnist")
 
 
@@ -78,7 +78,7 @@ def test_bad_image_files(tmp_path):
     for name, match in cases.items():
         with pytest.raises(ImageLoadError, match=match):
             load_image(tmp_path / name)
-    with pytest.raises(ImageLoadError, match=r"image not found: .*missing\.png.*data_scripts/README\.md"):
+    with pytest.raises(ImageLoadError, match=r"image not found: .*missing\.png.*sdmad_lite/data_scripts/README\.md"):
         load_image(tmp_path / "missing.png")
 
 

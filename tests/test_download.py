@@ -147,7 +147,7 @@ def test_unreachable(tmp_path):
 
 def _load_script(name: str):
     modname = f"_sdmad_data_scripts_{name}"
-    spec = importlib.util.spec_from_file_location(modname, REPO / "data_scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(modname, REPO / "sdmad_lite" / "data_scripts" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[modname] = mod
     spec.loader.exec_module(mod)

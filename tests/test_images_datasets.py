@@ -273,7 +273,7 @@ def test_medmnist_oct(tmp_path):
 
 
 def test_medmnist_errors(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="medmnist.py"):
+    with pytest.raises(DatasetNotFoundError, match="sdmad_lite.data_scripts.medmnist"):
         MedMNISTDataset(tmp_path / "x.npz", "octmnist")
     with pytest.raises(ValueError, match="flag"):
         MedMNISTDataset(tmp_path / "x.npz", "pathmnist")

@@ -58,7 +58,7 @@ def real_datasets(cfg: ExperimentConfig):
         raise ConfigError(f"data.dataset: unknown dataset {name!r}; choose phantom-chest, phantom-oct, phantom-brain "
                           f"or one of {', '.join(REAL_BANKS)}")
     if not root:
-        raise ConfigError(f"data.root: dataset {name!r} needs the folder of its images (see data_scripts/README.md)")
+        raise ConfigError(f"data.root: dataset {name!r} needs the folder of its images (see sdmad_lite/data_scripts/README.md)")
     root = Path(root).expanduser()
     if name in ("chestmnist", "octmnist"):
         path = root / f"{name}_224.npz" if root.is_dir() else root

@@ -10,7 +10,7 @@ findings all lie *outside* it is neither normal nor one of the categories; with
 ``drop_other_findings=True`` (default) such images are left out. Images with at least one
 chosen category keep it (their other findings only show in ``meta["findings"]``).
 
-The images themselves are not shipped: see ``data_scripts/README.md``.
+The images themselves are not shipped: see ``sdmad_lite/data_scripts/README.md``.
 """
 from __future__ import annotations
 
@@ -107,8 +107,8 @@ class ChestXray14Dataset(_FileDataset):
         if not folder.is_dir():
             raise DatasetNotFoundError(
                 f"ChestX-ray14 image folder not found: {folder}. Get the images with "
-                f"`python data_scripts/chestxray14.py --root {root}` (NIH, 12 archives, ~42 GB; "
-                "see data_scripts/README.md); the folder should contain PNGs such as "
+                f"`python -m sdmad_lite.data_scripts.chestxray14 --root {root}` (NIH, 12 archives, ~42 GB; "
+                "see sdmad_lite/data_scripts/README.md); the folder should contain PNGs such as "
                 "00000001_000.png."
             )
         # a listed name is found as its PNG, or as a DICOM file with the same stem (the paper profile's radiographs)
@@ -133,7 +133,7 @@ class ChestXray14Dataset(_FileDataset):
             raise DatasetNotFoundError(
                 f"{int(missing.sum()):,} of {int(keep.sum()):,} ChestX-ray14 {split} images are "
                 f"missing from {folder} (e.g. {ex}). Download the remaining archives with "
-                "data_scripts/chestxray14.py, or pass skip_missing=True to use only the images present."
+                "`python -m sdmad_lite.data_scripts.chestxray14`, or pass skip_missing=True to use only the images present."
             )
         keep &= have
         if not keep.any():
@@ -179,7 +179,7 @@ class OCT2017Dataset(_FileDataset):
             found = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
             raise DatasetNotFoundError(
                 f"OCT2017 folder not found: {base} (found subfolders {found} in {root}). Expected "
-                f"{root}/<split>/{{{','.join(expected)}}}/ — get it with `python data_scripts/oct2017.py "
+                f"{root}/<split>/{{{','.join(expected)}}}/ — get it with `python -m sdmad_lite.data_scripts.oct2017 "
                 f"--root {root}` (Mendeley rscbjbr9sj, CC BY 4.0)."
             )
         found = sorted(p.name for p in base.iterdir() if p.is_dir())
@@ -223,7 +223,7 @@ def fastmri_slice_filename(file: str, slice_index: int) -> str:
 
 
 class FastMRIBrainSlices(_FileDataset):
-    """fastMRI brain slices exported as PNG (``data_scripts/fastmri_brain.py``) + fastMRI+ labels.
+    """fastMRI brain slices exported as PNG (``sdmad_lite/data_scripts/fastmri_brain.py``) + fastMRI+ labels.
 
     Convention: a flat folder of ``{file}_{slice:03d}.png`` (:data:`FASTMRI_SLICE_PATTERN`),
     written **flipped up/down** relative to the fastMRI reconstruction, so that the fastMRI+
@@ -243,7 +243,7 @@ class FastMRIBrainSlices(_FileDataset):
         self.categories = _check_categories(categories, valid, valid, self.name)
         root = Path(root)
         hint = ("Export slices from your fastMRI .h5 files (fastMRI data-sharing agreement) with "
-                f"`python data_scripts/fastmri_brain.py --h5 <dir> --out {root}`; names must look "
+                f"`python -m sdmad_lite.data_scripts.fastmri_brain --h5 <dir> --out {root}`; names must look "
                 "like file_brain_AXFLAIR_200_6002425_005.png ({file}_{slice:03d}.png).")
         if not root.is_dir():
             raise DatasetNotFoundError(f"fastMRI slice folder not found: {root}. {hint}")
@@ -341,7 +341,7 @@ class MedMNISTDataset:
         self.path = Path(npz_path)
         if not self.path.is_file():
             raise DatasetNotFoundError(
-                f"MedMNIST file not found: {self.path}. Get it with `python data_scripts/medmnist.py "
+                f"MedMNIST file not found: {self.path}. Get it with `python -m sdmad_lite.data_scripts.medmnist "
                 f"--flag {flag} --root {self.path.parent}` (writes {flag}_224.npz).")
         classes = MEDMNIST_CLASSES[flag]
         default = tables.OCT2017_ANOMALIES if flag == "octmnist" else classes

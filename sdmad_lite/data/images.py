@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-_HELP = "see data_scripts/README.md for how to get and prepare the datasets"
+_HELP = "see sdmad_lite/data_scripts/README.md for how to get and prepare the datasets"
 #: file suffixes read as DICOM
 DICOM_SUFFIXES = (".dcm", ".dicom")
 #: image suffixes the datasets accept beside DICOM

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.backbone import CONTEXT_LENGTH, Backbone, count_tokens
+from ..data.phantoms import catalogue
 from . import parser
 from .schema import TEMPLATES_FILE, BankData, Sign
 from .yamlio import Problems, template_fields
@@ -70,6 +71,34 @@ class SignBank(BankData):
                 bank._check_tokens(probs)
                 probs.raise_if_any(str(path))
             probs.emit_warnings()
+            cls._LOADED[key] = bank
+        return cls._LOADED[key]
+
+    @classmethod
+    def from_catalogue(cls, modality: str) -> "SignBank":
+        """The bank of a phantom world that has no sign file (the pair worlds, ``pairs0`` … ``pairs3``):
+        per category one candidate per renderer sign it draws, worded as the catalogue's description,
+        all of them the expert selection; prompts in the templates of the renderer's modality."""
+        key = ("catalogue", modality)
+        if key not in cls._LOADED:
+            spec = catalogue.get_modality(modality)
+            tmpl = parser.load_templates(TEMPLATES_FILE)
+            where = f"{catalogue.__file__}: {spec.name}"
+            users = {sid: tuple(c for c in spec.categories if sid in spec.category_signs[c]) for sid in spec.signs}
+            bank = cls(name=f"phantom_{spec.name}", path=Path(catalogue.__file__), dataset=spec.name,
+                       modality=spec.renderer or spec.name, title=spec.title, phantom=spec.name,
+                       categories=tuple(spec.categories), templates_file=tmpl)
+            for c in spec.categories:
+                bank._names[c] = c.lower()
+                bank._cands[c] = {sid: Sign(sid, spec.signs[sid].description, "visual", users[sid])
+                                  for sid in spec.category_signs[c]}
+                bank._selection[c] = [(sid, "drawn by the renderer for this category") for sid in spec.category_signs[c]]
+                bank._renders[c] = {sid: sid for sid in spec.category_signs[c]}
+                bank._where.update({(c, sid): where for sid in spec.category_signs[c]})
+                bank._cat_where[c] = where
+            probs = Problems()
+            bank._check_tokens(probs)
+            probs.raise_if_any(where)
             cls._LOADED[key] = bank
         return cls._LOADED[key]
 

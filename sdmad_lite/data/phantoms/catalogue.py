@@ -28,6 +28,8 @@ class ModalitySpec:
     signs: dict[str, SignSpec]
     category_signs: dict[str, tuple[str, ...]]
     multi_label: bool
+    renderer: str = ""  # the module that draws it (default: ``name``)
+    label_source: str = "real"  # real (rows of the ``dataset`` table) | uniform (world.uniform_labels)
 
     def shared_signs(self) -> dict[str, tuple[str, ...]]:
         """sign id -> the categories that use it, for signs used by two or more categories."""
@@ -153,8 +155,32 @@ BRAIN = ModalitySpec(
 
 MODALITIES: dict[str, ModalitySpec] = {m.name: m for m in (CHEST, OCT, BRAIN)}
 
+#: the pair worlds (``pairs0`` … ``pairs3``): two categories of three chest signs each; Finding B takes
+#: its first ``n`` signs from Finding A, the rest of its own — the overlap is the only thing that changes
+PAIR_SIGNS = (("large_round_opacity", "lobulated_margin", "calcified_focus"),
+              ("reticular_pattern", "costophrenic_blunting", "vascular_redistribution"))
+PAIR_CATEGORIES = ("Finding A", "Finding B")
+
+
+def pair_modality(shared: int) -> ModalitySpec:
+    """A controlled world of two categories drawn by the chest renderer that share ``shared`` (0–3)
+    of their three signs; one category per abnormal image (uniform labels, no real table)."""
+    if shared not in range(len(PAIR_SIGNS[0]) + 1):
+        raise ValueError(f"a pair world shares 0 to {len(PAIR_SIGNS[0])} signs, not {shared!r}")
+    a, own = PAIR_SIGNS
+    b = a[:shared] + own[shared:]
+    used = set(a) | set(b)
+    return ModalitySpec(
+        name=f"pairs{shared}", dataset="", title=f"Chest radiograph, two findings sharing {shared} of 3 signs",
+        categories=PAIR_CATEGORIES, signs={i: s for i, s in CHEST.signs.items() if i in used},
+        category_signs={PAIR_CATEGORIES[0]: a, PAIR_CATEGORIES[1]: b}, multi_label=False, renderer="chest",
+        label_source="uniform")
+
 
 def get_modality(name: str) -> ModalitySpec:
+    if name.startswith("pairs") and name[5:].isdigit():
+        return pair_modality(int(name[5:]))
     if name not in MODALITIES:
-        raise ValueError(f"unknown phantom modality {name!r}; choose one of {', '.join(MODALITIES)}")
+        raise ValueError(f"unknown phantom modality {name!r}; choose one of {', '.join(MODALITIES)} "
+                         f"or pairs0 … pairs{len(PAIR_SIGNS[0])}")
     return MODALITIES[name]

@@ -28,7 +28,8 @@ P_SIGN = 0.85
 
 def renderer(modality: str) -> ModuleType:
     """The module that draws ``modality`` (``sample_anatomy``, ``draw_anatomy``, ``compose``, ``SIGNS``)."""
-    return import_module(f"{__package__}.{get_modality(modality).name}")
+    spec = get_modality(modality)
+    return import_module(f"{__package__}.{spec.renderer or spec.name}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,13 +183,14 @@ class PhantomDataset:
     """
 
     def __init__(self, modality: str, n: int, seed: int = 0, size: int = 224, normal_fraction: float = 0.3,
-                 conspicuity: float = 1.0, noise: float = 1.0, label_source: str = "real", shift: float = 0.0,
+                 conspicuity: float = 1.0, noise: float = 1.0, label_source: str | None = None, shift: float = 0.0,
                  shift_seed: int = 0):
         self.spec = get_modality(modality)
         self.modality, self.n, self.seed, self.size = self.spec.name, int(n), int(seed), int(size)
         self.conspicuity, self.noise = conspicuity, noise
         self.scanner = Scanner(float(shift), int(shift_seed))  # the target-domain shift (scanner.py); 0: none
         self.categories: list[str] = list(self.spec.categories)
+        label_source = self.spec.label_source if label_source is None else label_source  # the world's own
         if label_source not in LABEL_SOURCES:
             raise ValueError(f"label_source must be one of {list(LABEL_SOURCES)}")
         self.label_source = label_source

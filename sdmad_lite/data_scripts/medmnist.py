@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Fetch MedMNIST+ ChestMNIST / OCTMNIST at 224 px (``{flag}_224.npz``) for the colab profile.
 
-    python data_scripts/medmnist.py --flag chestmnist --root data/medmnist
-    python data_scripts/medmnist.py --flag octmnist --root data/medmnist
+    python -m sdmad_lite.data_scripts.medmnist --flag chestmnist --root data/medmnist
+    python -m sdmad_lite.data_scripts.medmnist --flag octmnist --root data/medmnist
 
 Uses the ``medmnist`` package when installed (``pip install medmnist``); otherwise downloads
 the file from Zenodo (record 10519652) with sdmad_lite's resumable downloader and checks the

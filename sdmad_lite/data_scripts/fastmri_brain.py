@@ -4,7 +4,7 @@
 No download: the fastMRI images need the fastMRI data-sharing agreement
 (https://fastmri.med.nyu.edu/). Once you hold the multicoil brain ``.h5`` files:
 
-    python data_scripts/fastmri_brain.py --h5 /data/fastmri/multicoil_val --out data/fastmri_brain_png
+    python -m sdmad_lite.data_scripts.fastmri_brain --h5 /data/fastmri/multicoil_val --out data/fastmri_brain_png
 
 writes ``{file}_{slice:03d}.png`` (e.g. ``file_brain_AXFLAIR_200_6002425_005.png``), 8-bit,
 one intensity window per volume (min .. 99.5th percentile). Each slice is **flipped up/down**
@@ -26,6 +26,7 @@ import numpy as np
 
 from sdmad_lite.data.datasets import fastmri_slice_filename
 from sdmad_lite.data.images import save_image
+from sdmad_lite.data.tables import fastmri_brain_volumes
 
 CROP = (320, 320)
 
@@ -85,7 +86,6 @@ def convert(h5_dir: str | Path, out_dir: str | Path, flip_ud: bool = True,
         raise FileNotFoundError(f"no .h5 files under {h5_dir}")
     reviewed: set[str] | None = None
     if only_reviewed:
-        from sdmad_lite.data.tables import fastmri_brain_volumes
         reviewed = set(fastmri_brain_volumes()["file"])
     n = 0
     for f in files:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Download the NIH ChestX-ray14 images (12 archives, ~42 GB) into ``ROOT/images/``.
 
-    python data_scripts/chestxray14.py --root data/chestxray14            # all 12 parts
-    python data_scripts/chestxray14.py --root data/chestxray14 --parts 1  # first ~5k images
+    python -m sdmad_lite.data_scripts.chestxray14 --root data/chestxray14            # all 12 parts
+    python -m sdmad_lite.data_scripts.chestxray14 --root data/chestxray14 --parts 1  # first ~5k images
 
 The labels are shipped with sdmad_lite (official v2020 lists); only the PNGs are fetched.
 Then ``ChestXray14Dataset("data/chestxray14", "test", skip_missing=True)``.

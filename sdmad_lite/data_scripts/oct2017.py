@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Download OCT2017 (Kermany et al.) and lay it out as ``ROOT/OCT2017/{train,test}/{CNV,DME,DRUSEN,NORMAL}``.
 
-    python data_scripts/oct2017.py --root data/oct2017              # whole set (~5.4 GB archive)
-    python data_scripts/oct2017.py --root data/oct2017 --test-only  # extract only the 1,000 test images
+    python -m sdmad_lite.data_scripts.oct2017 --root data/oct2017              # whole set (~5.4 GB archive)
+    python -m sdmad_lite.data_scripts.oct2017 --root data/oct2017 --test-only  # extract only the 1,000 test images
 
 Then ``OCT2017Dataset("data/oct2017/OCT2017", "test")``. The extracted test set is checked
 against the shipped listing (``resources/oct2017/OCT2017_test_file_list.csv``: 1,000 names).
