@@ -169,3 +169,47 @@ def test_the_paper_profile_on_chestxray14_and_oct2017_folders(tmp_path, monkeypa
                 Image.fromarray(np.roll(im, 5 * r, axis=1)).save(oct_root / split / cls / f"{f.stem}-{r}.jpeg")
     row = _run(_rehearsal_yaml(tmp_path, "rehearsal-oct", "paper", "oct2017", oct_root, ck), tmp_path / "run_oct", "paper")
     assert row["dataset"] == "oct2017" and row["integrated.n_images"] == 2 * len(samples)
+
+
+@pytest.mark.slow
+def test_chapter_10_runs_under_the_colab_profile_on_rehearsal_files(tmp_path):
+    """Chapter 10 executed as a Colab user runs it (SDMAD_PROFILE=colab), pointed at look-alike
+    MedMNIST files, a random-weight ViT saved as a local checkpoint, and a manifest of the files'
+    checksums: the data script checks them (no download), the sweep runs every method of the chapter."""
+    import hashlib
+    import shutil
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    data = tmp_path / "medmnist"
+    data.mkdir()
+    npz = _chestmnist(data)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({npz.name: hashlib.md5(npz.read_bytes()).hexdigest()}))
+    ck = _small_checkpoint(tmp_path)
+    cfg = _rehearsal_yaml(tmp_path, "rehearsal-ch10", "colab", "chestmnist", data, ck)
+    nb_path = tmp_path / "10_real_data.ipynb"
+    shutil.copy(Path(__file__).resolve().parents[1] / "notebooks" / "10_real_data.ipynb", nb_path)
+    env = {"SDMAD_PROFILE": "colab", "SDMAD_CONFIG": str(cfg), "SDMAD_MANIFEST": str(manifest), "SDMAD_SEEDS": "1",
+           "SDMAD_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits them
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "profile: colab" in text and "skipped" not in text  # nothing skipped: the real path ran
+    rows = list(csv.DictReader(open(tmp_path / "results_rehearsal-ch10.csv")))
+    assert len(rows) == 7 and {r["profile"] for r in rows} == {"colab"}
+    assert {r["method"] for r in rows} >= {"sdmad", "linear-probe", "mvfa", "learned-context"}
+    # a file that is not the manifest's is refused, not silently used
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({npz.name: "0" * 32}))
+    r = subprocess.run([sys.executable, "-m", "sdmad_lite.data_scripts.medmnist", "--flag", "chestmnist", "--root",
+                        str(data), "--manifest", str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "delete it and run again" in r.stderr

@@ -15,6 +15,7 @@ MedMNIST); OCTMNIST = OCT2017 (labels 0..3 = CNV, DME, DRUSEN, NORMAL). Licence:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -33,9 +34,30 @@ ZENODO_224: dict[str, tuple[str, str]] = {
 }
 
 
-def fetch(flag: str, root: Path, size: int = 224) -> Path:
-    """Download ``{flag}_{size}.npz`` into ``root``; return its path."""
+def checksums(manifest: Path | None) -> dict[str, str]:
+    """File name -> MD5: MedMNIST's published ones, or those of ``manifest`` (JSON ``{name: md5}``: a
+    mirror's files, or a rehearsal's look-alike files) instead."""
+    if manifest is None:
+        return {f"{flag}_224.npz": md5 for flag, (_, md5) in ZENODO_224.items()}
+    try:
+        table = json.loads(Path(manifest).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--manifest {manifest}: not a readable JSON file of {{file name: md5}} ({e})") from None
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise SystemExit(f"--manifest {manifest}: expected a JSON object {{file name: md5}}")
+    return table
+
+
+def fetch(flag: str, root: Path, size: int = 224, manifest: Path | None = None) -> Path:
+    """Download ``{flag}_{size}.npz`` into ``root``; return its path. A file already there is kept when
+    its MD5 is the expected one (MedMNIST's, or ``manifest``'s) and refused otherwise."""
     root.mkdir(parents=True, exist_ok=True)
+    if manifest is not None:  # checksums of our own: the resumable downloader, never the medmnist package
+        name = f"{flag}_224.npz"
+        table = checksums(manifest)
+        if size != 224 or name not in table:
+            raise SystemExit(f"--manifest {manifest} has no entry for {name}")
+        return download(ZENODO_224[flag][0], root / name, md5=table[name], progress=True)
     try:
         import medmnist
         from medmnist import INFO
@@ -56,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flag", choices=sorted(ZENODO_224), required=True)
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--size", type=int, default=224, choices=[28, 64, 128, 224])
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="JSON {file name: md5} that replaces MedMNIST's published checksums (a mirror's files)")
     a = p.parse_args(argv)
-    print(fetch(a.flag, a.root, a.size))
+    print(fetch(a.flag, a.root, a.size, a.manifest))
     return 0
 
 
