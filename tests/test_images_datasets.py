@@ -230,7 +230,7 @@ def test_fastmri_slices(tmp_path):
 
 
 def test_fastmri_slices_errors(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="fastmri_brain.py"):
+    with pytest.raises(DatasetNotFoundError, match=r"python -m sdmad_lite\.data_scripts\.fastmri_brain"):
         FastMRIBrainSlices(tmp_path / "none")
     (tmp_path / "x.png").write_bytes(b"")
     with pytest.raises(DatasetNotFoundError, match=r"\{file\}_\{slice:03d\}"):
