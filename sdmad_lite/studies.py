@@ -34,14 +34,14 @@ OPEN_SET_SEEDS = tuple(range(3))
 #: chapter 14 — the comparison of chapter 8 (reference rows, SD-MAD, the linear probe) on the other two
 #: phantom modalities; the chest rows are chapter 8's
 MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
-#: chapter 15 — noisy sign pools (signs/noise.py): fractions of each category's expert signs replaced,
+#: chapter 15 — noisy sign pools (signs/noise.py), the fractions of each category's expert signs replaced,
 #: crossed with the kind of replacement, the selection variant and the conspicuity of the signs
 NOISE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
 NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad")
 NOISE_CONSPICUITY = (1.0, 0.5)
 NOISE_SEEDS = tuple(range(5))
-#: chapter 15 — shared signs, controlled: the pair worlds (data/phantoms/catalogue.py) whose two
+#: chapter 15 — shared signs under control, the pair worlds (data/phantoms/catalogue.py) whose two
 #: categories share 0 … 3 of their 3 signs, with and without the discrepancy loss
 SHARED = (0, 1, 2, 3)
 SHARED_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "sdmad-no-disc", "linear-probe")
