@@ -31,6 +31,7 @@ class DataConfig:
     dataset: str = "phantom-chest"  # phantom-{chest,oct,brain}, chestmnist, octmnist, chestxray14, oct2017, fastmri-brain
     root: str | None = None  # folder of a real dataset (colab / paper profiles)
     skip_missing: bool = False  # ChestX-ray14: use the images present (one archive is enough to try) instead of failing
+    pool_from_test: bool = False  # real data with no training split (oct2017 --test-only): pool = a seeded half of the test split, the other half evaluated
     image_size: int = 224
     n_test: int = 600  # evaluation images (phantoms) or a cap on a real test split (0 = all)
     n_pool: int = 1000  # phantoms the few-shot support sets are drawn from (disjoint from the test set)

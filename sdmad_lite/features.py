@@ -6,7 +6,8 @@ dataset) and kept on disk under ``cache_dir("features")``; text embeddings once 
 text) under ``cache_dir("text_embeddings")`` (:class:`TextEmbeddings`). The side adapters read the taps
 directly; the residual adapters resume the frozen forward pass from the first adapted block
 (``Backbone.forward_image(start_block=..., stream=...)``), so for them the cache is exact up
-to that block.
+to that block. Only the tokens a method reads are kept (:data:`PATCHES`): class tokens, unless the
+method reads patches.
 """
 from __future__ import annotations
 
@@ -27,9 +28,30 @@ class NonFiniteFeaturesError(ValueError):
     """Features hold NaN or inf values (a broken backbone or checkpoint, or corrupt images)."""
 
 
+#: Which tokens of the tapped blocks a method reads (the rest are not kept): ``"none"``, the class
+#: token of every tap (the side placement's image-level scores; the zero-shot rows and the probe read
+#: only the pooled embedding); ``"first"``, every token of the first tap and the class token of the
+#: others (the residual placement resumes the frozen pass from the first tap); ``"all"``, every token
+#: of every tap (localization maps, MVFA, AnomalyCLIP).
+PATCHES = ("none", "first", "all")
+
+
+def patch_blocks(taps: Sequence[int], patches: str) -> list[int]:
+    """The tapped blocks whose patch tokens are kept under ``patches`` (one of :data:`PATCHES`)."""
+    if patches not in PATCHES:
+        raise ValueError(f"patches must be one of {', '.join(PATCHES)}, got {patches!r}")
+    taps = sorted(taps)
+    return {"none": [], "first": taps[:1], "all": taps}[patches]
+
+
+class MissingPatchesError(ValueError):
+    """A method needs the patch tokens of a block whose features hold only the class token."""
+
+
 @dataclass
 class Features:
-    """Frozen features of N images: ``taps[block]`` (N, 1+P, width) and ``pooled`` (N, D)."""
+    """Frozen features of N images: ``taps[block]`` (N, 1+P, width), or (N, 1, width) where only the
+    class token is kept (:data:`PATCHES`), and ``pooled`` (N, D)."""
 
     taps: dict[int, torch.Tensor]
     pooled: torch.Tensor
@@ -37,12 +59,36 @@ class Features:
     def __len__(self) -> int:
         return len(self.pooled)
 
+    @property
+    def patch_blocks(self) -> list[int]:
+        """The blocks whose patch tokens are kept."""
+        return sorted(b for b, t in self.taps.items() if t.shape[1] > 1)
+
+    def require_patches(self, blocks: Sequence[int], who: str) -> None:
+        """Raise :class:`MissingPatchesError` unless the patch tokens of every block of ``blocks`` are kept."""
+        missing = sorted(set(blocks) - set(self.patch_blocks))
+        if missing:
+            raise MissingPatchesError(
+                f"{who} reads the patch tokens of blocks {missing}, but these features keep only their class token; "
+                "build the task with the patches it reads (task.get_task(cfg, patches='all'))")
+
+    def patch_tokens(self, blocks: Sequence[int], who: str) -> torch.Tensor:
+        """The patch tokens of ``blocks`` stacked, float32 (N, len(blocks), P, width); ``who`` names the reader
+        in the error when some of them are not kept."""
+        self.require_patches(blocks, who)
+        return torch.stack([self.taps[b][:, 1:].float() for b in blocks], 1)
+
     def subset(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> "Features":
         idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
         return Features({b: t[idx] for b, t in self.taps.items()}, self.pooled[idx])
 
     def float(self) -> "Features":
-        return Features({b: t.float() for b, t in self.taps.items()}, self.pooled.float())
+        """float32 copies; each block's float16 tensor is released as soon as it is converted (the peak holds
+        one block twice, not the whole cache)."""
+        for b in list(self.taps):
+            self.taps[b] = self.taps[b].float()
+        self.pooled = self.pooled.float()
+        return self
 
     def check_finite(self, where: str) -> None:
         for name, t in [("pooled", self.pooled)] + [(f"block {b}", t) for b, t in self.taps.items()]:
@@ -58,11 +104,15 @@ class Features:
 
 @torch.inference_mode()
 def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequence[int], batch_size: int = 64,
-            progress: bool = False) -> Features:
-    """Run the frozen backbone over images ``get_image(0..n-1)`` and keep taps + pooled embedding."""
+            progress: bool = False, patches: Sequence[int] | None = None) -> Features:
+    """Run the frozen backbone over images ``get_image(0..n-1)`` and keep taps + pooled embedding, float16.
+
+    ``patches``: the blocks of ``taps`` whose patch tokens are kept (default all); of the others only the
+    class token is kept, batch by batch (the patches are never held for the whole set)."""
     from tqdm.auto import tqdm
 
     taps = sorted(taps)
+    keep = set(taps if patches is None else patches)
     out_taps: dict[int, list[torch.Tensor]] = {b: [] for b in taps}
     pooled = []
     for lo in tqdm(range(0, n, batch_size), disable=not progress, desc="features", leave=False):
@@ -71,50 +121,79 @@ def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequ
         p, t = backbone.forward_image(pix, taps=taps)
         pooled.append(torch.nn.functional.normalize(p.float(), dim=-1).half().cpu())
         for b in taps:
-            out_taps[b].append(t[b].half().cpu())
+            out_taps[b].append((t[b] if b in keep else t[b][:, :1]).half().cpu())
     feats = Features({b: torch.cat(v) for b, v in out_taps.items()}, torch.cat(pooled))
     return feats
 
 
 def cache_bytes(n_images: int, geometry: dict, tokens: str = "all", bytes_per_value: int = 2) -> int:
     """Bytes the feature cache of ``n_images`` images takes for a backbone of ``geometry``
-    (:func:`sdmad_lite.models.backbone.vision_geometry`): every tapped block's tokens plus the pooled
+    (:func:`sdmad_lite.models.backbone.vision_geometry`): the tapped blocks' tokens plus the pooled
     embedding, float16 (``bytes_per_value=2``, what :func:`extract` stores) or float32 (4).
 
-    ``tokens="all"`` is what the cache holds (class token and patches: the residual placement,
-    localization, MVFA and AnomalyCLIP read patches); ``tokens="cls"`` is what the side placement's
-    image-level scores alone read — the size a class-token-only cache would have (not implemented).
+    ``tokens`` is ``"all"`` (every token of every tap), ``"cls"`` (class tokens only) or one of
+    :data:`PATCHES` (what a method reads: ``"none"`` is ``"cls"``, ``"first"`` keeps the first tap's patches).
     """
-    if tokens not in ("all", "cls"):
-        raise ValueError(f"tokens must be 'all' or 'cls', got {tokens!r}")
-    per_tap = (geometry["tokens"] if tokens == "all" else 1) * geometry["width"]
-    return int(n_images) * (len(geometry["taps"]) * per_tap + geometry["embed_dim"]) * bytes_per_value
+    names = {"cls": "none", **{p: p for p in PATCHES}}
+    if tokens not in names:
+        raise ValueError(f"tokens must be 'all', 'cls', 'none' or 'first', got {tokens!r}")
+    full = len(patch_blocks(geometry["taps"], names[tokens]))
+    values = (full * geometry["tokens"] + len(geometry["taps"]) - full) * geometry["width"] + geometry["embed_dim"]
+    return int(n_images) * values * bytes_per_value
 
 
-def cache_key(backbone_key: str, dataset_key: dict, taps: Sequence[int]) -> str:
-    blob = json.dumps({"backbone": backbone_key, "data": dataset_key, "taps": sorted(taps), "v": 1}, sort_keys=True)
+def cache_key(backbone_key: str, dataset_key: dict) -> str:
+    """The folder of one (backbone, dataset) in the feature cache: one file per tapped block and kept tokens."""
+    blob = json.dumps({"backbone": backbone_key, "data": dataset_key, "v": 2}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def _load(path: Path, n: int) -> torch.Tensor | None:
+    """A cached tensor of ``n`` finite rows, or None (absent, damaged, of another size or non-finite: recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        t = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 — a damaged cache entry is recomputed, never trusted
+        return None
+    ok = isinstance(t, torch.Tensor) and len(t) == n and bool(torch.isfinite(t.float()).all())
+    return t if ok else None
+
+
 def cached_features(backbone, dataset_key: dict, get_image: Callable[[int], np.ndarray], n: int,
-                    taps: Sequence[int], use_cache: bool = True, progress: bool = False) -> Features:
-    """:func:`extract`, memoised on disk by (backbone, dataset, taps); written atomically."""
-    path = cache_dir("features") / f"{cache_key(backbone.key, dataset_key, taps)}.pt"
-    if use_cache and path.is_file():
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-            feats = Features({int(b): t for b, t in d["taps"].items()}, d["pooled"])
-            if len(feats) == n:
-                feats.check_finite(str(path))  # a NaN entry is recomputed below, like a damaged file
-                return feats
-        except Exception:  # noqa: BLE001 — a damaged cache entry is recomputed, never trusted
-            pass
-    feats = extract(backbone, get_image, n, taps, progress=progress)
-    feats.check_finite(f"features of {dataset_key}")
-    if use_cache:
-        blob = {"taps": {str(b): t for b, t in feats.taps.items()}, "pooled": feats.pooled}
-        atomic_write(path, lambda p: torch.save(blob, p))
-    return feats
+                    taps: Sequence[int], use_cache: bool = True, progress: bool = False,
+                    patches: Sequence[int] | None = None) -> Features:
+    """:func:`extract`, memoised on disk by (backbone, dataset): the pooled embedding and each tapped block
+    in its own file, ``block{b}.all.pt`` (every token) or ``block{b}.cls.pt`` (the class token), written
+    atomically. ``patches``: the blocks whose patch tokens are kept (default all of ``taps``). A block asked
+    for its class token only is read from its ``all`` file when that exists; only the missing blocks are extracted.
+    """
+    taps = sorted(taps)
+    keep = set(taps if patches is None else patches)
+    kind = {b: "all" if b in keep else "cls" for b in taps}
+    folder = cache_dir("features") / cache_key(backbone.key, dataset_key)
+    got: dict[int, torch.Tensor] = {}
+    pooled = _load(folder / "pooled.pt", n) if use_cache else None
+    for b in taps if use_cache else ():
+        t = _load(folder / f"block{b}.{kind[b]}.pt", n)
+        if t is None and kind[b] == "cls":
+            full = _load(folder / f"block{b}.all.pt", n)
+            t = None if full is None else full[:, :1].clone()
+        if t is not None:
+            got[b] = t
+    missing = [b for b in taps if b not in got]
+    if missing or pooled is None:
+        fresh = extract(backbone, get_image, n, missing, progress=progress, patches=[b for b in missing if b in keep])
+        fresh.check_finite(f"features of {dataset_key}")
+        if use_cache:
+            files = {f"block{b}.{kind[b]}.pt": t for b, t in fresh.taps.items()}
+            if pooled is None:
+                files["pooled.pt"] = fresh.pooled
+            for name, t in files.items():
+                atomic_write(folder / name, lambda p, t=t: torch.save(t, p))
+        got.update(fresh.taps)
+        pooled = fresh.pooled if pooled is None else pooled
+    return Features({b: got[b] for b in taps}, pooled)
 
 
 # ----------------------------------------------------------------------------- text embeddings

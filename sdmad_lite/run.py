@@ -28,10 +28,11 @@ from . import methods, protocols, settings
 from .config import ConfigError, ExperimentConfig, load_config, save_config
 from .data.build import check_feasible
 from .data.fewshot import Support, draw_support
+from .features import PATCHES
 from .io import PACKAGE_DIR, cache_dir, write_json
 from .seeding import seed_everything
 from .selection import precision_recall
-from .task import Task, get_backbone, get_task
+from .task import Task, get_backbone, get_task, task_key
 from .train import Predictions
 
 
@@ -109,7 +110,7 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     seed_everything(cfg.seed)
-    task = get_task(cfg, progress)
+    task = get_task(cfg, progress, patches=methods.patches_read(cfg))
     support = draw_support(task.y_pool, cfg.k_shot, cfg.seed, cfg.train.val_fraction, names=task.categories,
                            split_file=out / "split.json" if out else None)
     ck = out / "checkpoint.pt" if out else None
@@ -256,16 +257,9 @@ def run_job(cfg_dict: dict) -> dict:
     return run_cached(ExperimentConfig.from_dict(cfg_dict))
 
 
-def warm_task(cfg_dict: dict) -> None:
+def warm_task(cfg_dict: dict, patches: str = "all") -> None:
     """Build the task of a config in a worker process: its frozen features land in the disk cache."""
-    get_task(ExperimentConfig.from_dict(cfg_dict))
-
-
-def _task_of(cfg: ExperimentConfig) -> str:
-    """What decides a config's frozen features (its data and its backbone)."""
-    m = cfg.model
-    return json.dumps([cfg.data.__dict__, m.backbone, m.pretrained, m.weights_tag, m.adapter_blocks], sort_keys=True,
-                      default=str)
+    get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches)
 
 
 def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None) -> list[dict]:
@@ -291,8 +285,13 @@ def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None) -> li
     else:
         with process_pool(min(workers, len(todo))) as ex:
             # first the distinct tasks, one per worker at a time (no two workers extract the same features)
-            tasks = {_task_of(cfgs[i]): cfgs[i].to_dict() for i in todo}
-            list(ex.map(warm_task, list(tasks.values())))
+            # (with the most patches any of their runs reads: the others read their class tokens from those files)
+            tasks, patches = {}, {}
+            for i in todo:
+                key, p = task_key(cfgs[i]), methods.patches_read(cfgs[i])
+                tasks.setdefault(key, cfgs[i].to_dict())
+                patches[key] = max(patches.get(key, p), p, key=PATCHES.index)
+            list(ex.map(warm_task, list(tasks.values()), [patches[k] for k in tasks]))
             for i, row in zip(todo, ex.map(run_job, [cfgs[i].to_dict() for i in todo])):
                 rows[i] = row
     return rows  # type: ignore[return-value]

@@ -38,7 +38,7 @@ MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
 #: crossed with the kind of replacement, the selection variant and the conspicuity of the signs
 NOISE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
-NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad")
+NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad", "sdmad-ss-before", "sdmad-ss-per-image")
 NOISE_CONSPICUITY = (1.0, 0.5)
 NOISE_SEEDS = tuple(range(5))
 #: chapter 15 — shared signs under control, the pair worlds (data/phantoms/catalogue.py) whose two

@@ -18,7 +18,7 @@ from .config import ExperimentConfig, resolve_device
 from .profiles import get_profile, require_profile_ready
 from .data.build import REAL_BANKS, dataset_key, phantom_datasets, real_datasets
 from .data.fewshot import Support, draw_support
-from .features import Features, cached_features
+from .features import PATCHES, Features, cached_features, patch_blocks
 from .models.backbone import Backbone, default_taps, weights_cached
 from .models.backbone import load as load_backbone
 from .data.phantoms.catalogue import MODALITIES
@@ -121,8 +121,9 @@ def with_sign_noise(task: Task, fraction: float, kind: str, seed: int) -> Task:
     return replace(task, text=text, sign_ids=sign_ids, expert=expert, drawn=drawn, known=known)
 
 
-def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False) -> Task:
-    """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features."""
+def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False, patches: str = "all") -> Task:
+    """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features
+    (with the patch tokens of the blocks ``patches`` names, :data:`~sdmad_lite.features.PATCHES`)."""
     if cfg.data.dataset.startswith("phantom-"):
         modality, test, pool = phantom_datasets(cfg)
         bank = SignBank.from_catalogue(modality) if modality not in MODALITIES else SignBank.load(f"phantom_{modality}")
@@ -140,9 +141,10 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
     if bad:
         raise ValueError(f"model.adapter_blocks {bad} outside 1..{backbone.n_blocks} for {backbone.name}")
     feats = {}
+    keep = patch_blocks(blocks, patches)
     for name, ds in (("test", test), ("pool", pool)):
         feats[name] = cached_features(backbone, dataset_key(ds), lambda i, ds=ds: ds[i]["image"], len(ds), blocks,
-                                      progress=progress).float()
+                                      progress=progress, patches=keep).float()
     return Task(cfg.data.dataset, categories, bank, text, sign_ids, expert, drawn, known, name_text, pool, test,
                 feats["pool"], feats["test"], sorted(blocks), backbone)
 
@@ -161,7 +163,7 @@ def adapter_hidden(task: Task, cfg: ExperimentConfig) -> int:
 
 
 # ----------------------------------------------------------------------------- one per process
-_TASKS: dict[str, Task] = {}
+_TASKS: dict[tuple[str, str], Task] = {}
 _NOISY: dict[tuple, Task] = {}
 _BACKBONES: dict[str, Backbone] = {}
 
@@ -180,13 +182,26 @@ def get_backbone(cfg: ExperimentConfig) -> Backbone:
     return _BACKBONES[key]
 
 
-def get_task(cfg: ExperimentConfig, progress: bool = False) -> Task:
-    """The task of ``cfg`` (built once per process, features from the disk cache); with
-    ``selection.noise`` > 0, the task with noisy sign pools drawn from ``cfg.seed`` (:func:`with_sign_noise`)."""
+def task_key(cfg: ExperimentConfig) -> str:
+    """What decides a config's task and frozen features: its data, its backbone and weights, the tapped blocks."""
+    m = cfg.model
+    return json.dumps([cfg.data.__dict__, m.backbone, m.pretrained, m.weights_tag, m.adapter_blocks], sort_keys=True,
+                      default=str)
+
+
+def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all") -> Task:
+    """The task of ``cfg`` (built once per process, features from the disk cache) with the patch tokens
+    ``patches`` names (:data:`~sdmad_lite.features.PATCHES`; a task already built with more patches
+    serves); with ``selection.noise`` > 0, the task with noisy sign pools drawn from ``cfg.seed``
+    (:func:`with_sign_noise`)."""
+    if patches not in PATCHES:
+        raise ValueError(f"patches must be one of {', '.join(PATCHES)}, got {patches!r}")
     bb = get_backbone(cfg)
-    key = json.dumps([cfg.data.__dict__, bb.key, cfg.model.adapter_blocks], sort_keys=True, default=str)
+    data = task_key(cfg)
+    have = [p for p in PATCHES[PATCHES.index(patches):] if (data, p) in _TASKS]  # this one or a superset
+    key = (data, have[0] if have else patches)
     if key not in _TASKS:
-        _TASKS[key] = build_task(cfg, bb, progress=progress)
+        _TASKS[key] = build_task(cfg, bb, progress=progress, patches=patches)
     sel = cfg.selection
     if not sel.noise:
         return _TASKS[key]

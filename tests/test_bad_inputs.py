@@ -436,13 +436,14 @@ def test_nan_features_are_refused_and_a_nan_cache_entry_is_recomputed(tmp_path, 
     with pytest.raises(NonFiniteFeaturesError, match=r"features of \{'dataset': 'toy'\}: 12 NaN/inf values in the pooled features "
                                                      r"of 3 of 3 images"):
         cached_features(_FakeBackbone(float("nan")), key, img, 3, [2])
-    path = tmp_path / "features" / f"{cache_key('fake|none', key, [2])}.pt"
-    assert not path.exists()  # NaN features are never cached
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"taps": {"2": torch.full((3, 2, 4), float("nan"))}, "pooled": torch.ones(3, 4)}, path)
+    folder = tmp_path / "features" / cache_key("fake|none", key)
+    assert not folder.exists()  # NaN features are never cached
+    folder.mkdir(parents=True)
+    torch.save(torch.full((3, 2, 4), float("nan")), folder / "block2.all.pt")
+    torch.save(torch.ones(3, 4), folder / "pooled.pt")
     feats = cached_features(_FakeBackbone(1.0), key, img, 3, [2])  # the NaN entry is not trusted
     assert torch.isfinite(feats.taps[2].float()).all()
-    assert torch.isfinite(torch.load(path, weights_only=True)["taps"]["2"].float()).all()
+    assert torch.isfinite(torch.load(folder / "block2.all.pt", weights_only=True).float()).all()
 
 
 def test_metrics_with_nan_or_inf_scores():

@@ -213,3 +213,34 @@ def test_chapter_10_runs_under_the_colab_profile_on_rehearsal_files(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sdmad_lite.data_scripts.medmnist", "--flag", "chestmnist", "--root",
                         str(data), "--manifest", str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "delete it and run again" in r.stderr
+
+
+def test_an_oct2017_test_only_download_serves_as_pool_and_test_when_asked(tmp_path):
+    """``oct2017.py --test-only`` gives test/ alone: the config must say so (data.pool_from_test), and then the
+    pool and the evaluated images are disjoint seeded halves of test/, keyed apart in the feature cache."""
+    from sdmad_lite.config import ExperimentConfig
+    from sdmad_lite.data.build import Subset, real_datasets
+    from sdmad_lite.data.datasets import DatasetNotFoundError
+    from sdmad_lite.task import dataset_key
+
+    root = tmp_path / "OCT2017"
+    samples = sorted((RESOURCES / "samples" / "oct2017").glob("*.jpeg"))
+    for f in samples:
+        (root / "test" / f.name.split("-")[0]).mkdir(parents=True, exist_ok=True)
+        (root / "test" / f.name.split("-")[0] / f.name).write_bytes(f.read_bytes())
+    cfg = lambda **d: ExperimentConfig.from_dict(  # noqa: E731
+        {"profile": "paper", "data": {"dataset": "oct2017", "root": str(root), "n_test": 0, "n_pool": 0, **d}})
+    with pytest.raises(DatasetNotFoundError, match=r"holds test/ but no train/ \(the `--test-only` download\).*"
+                                                   r"data\.pool_from_test: true.*--root " + str(tmp_path) + "$"):
+        real_datasets(cfg())
+    test, pool = real_datasets(cfg(pool_from_test=True))
+    assert len(test) + len(pool) == len(samples) and abs(len(test) - len(pool)) <= 1
+    assert isinstance(pool, Subset) and not set(test.idx) & set(pool.idx) and pool.ds is not test
+    assert dataset_key(test)["files"] != dataset_key(pool)["files"] and dataset_key(pool)["part"] == "pool-half"
+    again, capped = real_datasets(cfg(pool_from_test=True, n_pool=3))
+    assert np.array_equal(again.idx, test.idx) and len(capped) == 3 and set(capped.idx) <= set(pool.idx)
+    assert not isinstance(capped.ds, Subset) and capped.key["of"]["part"] == "pool-half"  # rows of the folder, one level
+    assert np.array_equal(capped.labels, np.asarray(capped.ds.labels)[capped.idx])
+    elsewhere = tmp_path / "new" / "OCT2017"  # the hint names the folder the script writes OCT2017/ into
+    with pytest.raises(DatasetNotFoundError, match=f"--root {tmp_path / 'new'}` \\(it writes ROOT/OCT2017/"):
+        real_datasets(cfg(root=str(elsewhere)))

@@ -40,7 +40,10 @@ class Subset:
     """Rows ``idx`` of a dataset, with its ``labels`` (a seeded cap on a large test split)."""
 
     def __init__(self, ds, idx: np.ndarray, key: dict):
-        self.ds, self.idx, self.key = ds, np.asarray(idx, dtype=int), key
+        idx = np.asarray(idx, dtype=int)
+        if isinstance(ds, Subset):  # rows of rows: one level, so the fingerprint reads the files of these rows
+            ds, idx, key = ds.ds, ds.idx[idx], {**key, "of": ds.key}
+        self.ds, self.idx, self.key = ds, idx, key
         self.labels = np.asarray(ds.labels)[self.idx]
         self.categories = list(ds.categories)
 
@@ -68,7 +71,14 @@ def real_datasets(cfg: ExperimentConfig):
         kw = dict(images_subdir=sub, skip_missing=cfg.data.skip_missing)
         test, pool = D.ChestXray14Dataset(root, "test", **kw), D.ChestXray14Dataset(root, "train_val", **kw)
     elif name == "oct2017":
-        test, pool = D.OCT2017Dataset(root, "test"), D.OCT2017Dataset(root, "train")
+        if (root / "test").is_dir() and not (root / "train").is_dir() and not cfg.data.pool_from_test:
+            raise D.DatasetNotFoundError(
+                f"{root} holds test/ but no train/ (the `--test-only` download), and the few-shot pool is drawn from "
+                "train/. Set data.pool_from_test: true to draw the pool from a seeded half of test/ (the other half "
+                f"is evaluated), or get train/ too: python -m sdmad_lite.data_scripts.oct2017 --root "
+                f"{root.parent if root.name == 'OCT2017' else root}")
+        test = D.OCT2017Dataset(root, "test")
+        pool = None if cfg.data.pool_from_test else D.OCT2017Dataset(root, "train")
     else:  # fastmri-brain: one folder of slices; volumes split in two halves, seeded
         full = D.FastMRIBrainSlices(root)
         vols = sorted({m for m in (full[i]["meta"].get("file") for i in range(len(full)))})
@@ -78,6 +88,16 @@ def real_datasets(cfg: ExperimentConfig):
         is_test = np.array([f in test_vols for f in files])
         test = Subset(full, np.flatnonzero(is_test), {"dataset": name, "root": str(root), "part": "test"})
         pool = Subset(full, np.flatnonzero(~is_test), {"dataset": name, "root": str(root), "part": "pool"})
+    if cfg.data.pool_from_test and name == "fastmri-brain":
+        raise ConfigError("data.pool_from_test: fastmri-brain already splits its one folder by volume; remove the key")
+    if cfg.data.pool_from_test:  # no training split: a seeded half of the test split is the pool
+        if isinstance(test, Subset):
+            raise ConfigError(f"data.pool_from_test: not available for {name}")
+        order = np.random.default_rng([TEST_SEED, len(test)]).permutation(len(test))
+        half = len(test) // 2
+        key = {"dataset": name, "root": str(root), "from": "test", "n": len(test)}
+        test, pool = (Subset(test, np.sort(order[:half]), {**key, "part": "test-half"}),
+                      Subset(test, np.sort(order[half:]), {**key, "part": "pool-half"}))
     out = []
     for part, ds, cap in (("test", test, cfg.data.n_test), ("pool", pool, cfg.data.n_pool)):
         n = len(ds)

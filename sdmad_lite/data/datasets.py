@@ -180,7 +180,8 @@ class OCT2017Dataset(_FileDataset):
             raise DatasetNotFoundError(
                 f"OCT2017 folder not found: {base} (found subfolders {found} in {root}). Expected "
                 f"{root}/<split>/{{{','.join(expected)}}}/ — get it with `python -m sdmad_lite.data_scripts.oct2017 "
-                f"--root {root}` (Mendeley rscbjbr9sj, CC BY 4.0)."
+                f"--root {Path(root).parent if Path(root).name == 'OCT2017' else root}` (it writes ROOT/OCT2017/; "
+                "Mendeley rscbjbr9sj, CC BY 4.0)."
             )
         found = sorted(p.name for p in base.iterdir() if p.is_dir())
         lacking = [c for c in expected if c not in found]

@@ -34,6 +34,13 @@ FAMILIES: dict[str, Callable] = {
     "mvfa": mvfa.fit,
     "anomalyclip": anomalyclip.fit,
 }
+#: which patch tokens each family reads (:data:`~sdmad_lite.features.PATCHES`); the SD-MAD families
+#: read the first tap's patches under the residual placement (:func:`patches_read`)
+READS_PATCHES: dict[str, str] = {
+    "always-normal": "none", "label-prior": "none", "zeroshot-names": "none", "zeroshot-signs": "none",
+    "linear-probe": "none", "coop": "none", "sdmad": "placement", "generic-prompt": "placement",
+    "mvfa": "all", "anomalyclip": "all",
+}
 #: families that fit nothing (their rows need no tuning)
 UNTRAINED = ("always-normal", "label-prior", "zeroshot-names", "zeroshot-signs")
 
@@ -92,6 +99,17 @@ def check(cfg: ExperimentConfig, where: str = "config") -> ExperimentConfig:
     except ConfigError as e:
         raise ConfigError(f"{where}.method: {e}") from None
     return cfg
+
+
+def patches_read(cfg: ExperimentConfig) -> str:
+    """The patch tokens ``cfg.method`` reads, the features its task must keep (:data:`~sdmad_lite.features.PATCHES`):
+    ``"none"`` for the class tokens only, ``"first"`` for the residual placement (in the config or its
+    tuning grid), ``"all"`` for the patch-level baselines."""
+    reads = READS_PATCHES.get(get(cfg.method).family, "all")
+    if reads != "placement":
+        return reads
+    modes = {cfg.model.adapter_mode, *cfg.tuning.grid.get("model.adapter_mode", [])}
+    return "first" if "residual" in modes else "none"
 
 
 def config_for(name: str, base: ExperimentConfig) -> ExperimentConfig:

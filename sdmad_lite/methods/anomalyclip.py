@@ -55,9 +55,9 @@ class ObjectAgnosticPrompts(torch.nn.Module):
 def frozen_views(task: Task, feats: Features) -> tuple[torch.Tensor, torch.Tensor]:
     """The global embedding (N, D) and the patch tokens of every tapped block in the joint space
     (N, L, P, D), both normalised."""
-    patches = torch.stack([feats.taps[b][:, 1:] for b in task.blocks], 1)
+    patches = feats.patch_tokens(task.blocks, "AnomalyCLIP")
     with torch.no_grad():
-        p = F.normalize(task.backbone.to_joint(patches.float()), dim=-1)
+        p = F.normalize(task.backbone.to_joint(patches), dim=-1)
     return feats.pooled.float(), p
 
 

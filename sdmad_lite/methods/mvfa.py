@@ -113,7 +113,7 @@ class FittedMVFA:
 
     def branches(self, feats: Features, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-shot (N, 1 + C) and few-shot (N, 1 + C) scores; ``rows``: the pool rows of ``feats``."""
-        patches = torch.stack([feats.taps[b][:, 1:].float() for b in self.task.blocks], 1)
+        patches = feats.patch_tokens(self.task.blocks, "MVFA")
         with torch.no_grad():
             z = self.adapters(patches)[0]
             zero = zero_shot_probs(z[None], self.t_n, self.t_abn)[0].sum(1)  # (N, 1 + C)
@@ -152,7 +152,7 @@ def _train(task, rows, cols, cfg, points, n_folds, w_tr, w_va, epochs, patience)
     lr = torch.tensor([float(p.get("mvfa.lr", cfg.mvfa.lr)) for p in points for _ in range(n_folds)])
     opt = StackedAdamW([(ad.w, 1, torch.arange(m))], lr, torch.zeros(m), betas=(0.5, 0.999))
     feats = task.pool_feats.subset(rows)
-    patches = torch.stack([feats.taps[b][:, 1:].float() for b in task.blocks], 1)
+    patches = feats.patch_tokens(task.blocks, "MVFA")
     ys = task.y_pool[rows][:, cols]
     y = torch.as_tensor(np.column_stack([ys.sum(1) > 0, ys])).float()  # anchor first
     t_n, t_abn = _texts(task, cols)
@@ -173,7 +173,7 @@ def _train(task, rows, cols, cfg, points, n_folds, w_tr, w_va, epochs, patience)
 
 def _fitted(task, rows, cols, ad, t_n, t_abn, model: int = 0) -> FittedMVFA:
     feats = task.pool_feats.subset(rows)
-    patches = torch.stack([feats.taps[b][:, 1:].float() for b in task.blocks], 1)
+    patches = feats.patch_tokens(task.blocks, "MVFA")
     single = DetectionAdapters.__new__(DetectionAdapters)
     torch.nn.Module.__init__(single)
     single.w = torch.nn.Parameter(ad.w[:, model:model + 1].detach().clone())

@@ -33,6 +33,10 @@ LOSS_TERMS = ("align", "discrepancy", "intra", "anchor")
 
 def branch_features(head: SDMADHead, task: Task, feats: Features, mode: str, tokens: str = "cls") -> torch.Tensor:
     """u (B, branches, blocks, D) of ``feats`` through ``head`` placed ``mode`` (side | residual)."""
+    if mode == "residual":  # resumed from every token of the first tap
+        feats.require_patches(task.blocks[:1], "the residual placement")
+    elif tokens == "patches":
+        feats.require_patches(task.blocks, "patch-level scores (localization maps)")
     return head(feats.taps, task.backbone, mode, tokens)
 
 
