@@ -202,14 +202,18 @@ class TextEmbeddings:
 
     ``encode_fn(list[str]) -> Tensor (n, D)`` is the text encoder (run under ``no_grad``);
     ``model_key`` must identify the encoder *and its weights*. Only texts not yet cached are
-    encoded, in batches; the cache is one file per model key, written atomically (merged with
+    encoded, one per call by default (``batch_size=1``): a batched matrix product can differ in the
+    last bits with the batch's size, so a text encoded beside others would get an embedding that
+    depends on which texts were missing from the cache at that moment — and a few-shot head trained
+    on it amplifies that into different results. The cache is one file per model key, written atomically (merged with
     what another process wrote meanwhile), with this object's memory on top. Get the instance of
     an encoder with :meth:`TextEmbeddings.of` (one per model key in a process).
     """
 
     _INSTANCES: dict[str, "TextEmbeddings"] = {}
+    FORMAT = 2  # 2: one text per encoder call
 
-    def __init__(self, encode_fn: Callable[[list[str]], torch.Tensor], model_key: str, batch_size: int = 256):
+    def __init__(self, encode_fn: Callable[[list[str]], torch.Tensor], model_key: str, batch_size: int = 1):
         self.encode_fn, self.model_key, self.batch_size = encode_fn, model_key, batch_size
         self.memory: dict[str, tuple[str, torch.Tensor]] = {}
 
@@ -233,8 +237,8 @@ class TextEmbeddings:
             return {}
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("model_key") != self.model_key:
-                return {}
+            if blob.get("model_key") != self.model_key or blob.get("format") != self.FORMAT:
+                return {}  # another encoder, or embeddings encoded in batches (format 1): encoded again
             return {k: (t, v) for k, t, v in zip(blob["keys"], blob["texts"], blob["vectors"])}
         except Exception as e:  # noqa: BLE001 — a corrupt cache file is rebuilt, never trusted
             warnings.warn(f"ignoring unreadable text-embedding cache {path}: {e}", stacklevel=3)
@@ -242,7 +246,7 @@ class TextEmbeddings:
 
     def _write(self, entries: dict[str, tuple[str, torch.Tensor]]) -> None:
         keys = list(entries)
-        blob = {"format": 1, "model_key": self.model_key, "keys": keys, "texts": [entries[k][0] for k in keys],
+        blob = {"format": self.FORMAT, "model_key": self.model_key, "keys": keys, "texts": [entries[k][0] for k in keys],
                 "vectors": torch.stack([entries[k][1] for k in keys])}
         atomic_write(self.path, lambda p: torch.save(blob, p))
 
