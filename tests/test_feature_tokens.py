@@ -93,9 +93,12 @@ def _tiny():
 
 
 @pytest.mark.slow
-def test_scores_are_the_same_from_the_smaller_cache_and_patch_readers_refuse_it(cache):
-    from sdmad_lite.task import _TASKS, get_task
+def test_scores_are_the_same_from_the_smaller_cache_and_patch_readers_refuse_it(cache, monkeypatch):
+    from sdmad_lite import task as T
+    from sdmad_lite.task import get_task
 
+    _TASKS: dict = {}
+    monkeypatch.setattr(T, "_TASKS", _TASKS)  # not the tasks other tests of this process built (a larger one would serve)
     base = _tiny()
     tasks = {p: get_task(base, patches=p) for p in ("none", "first", "all")}
     assert tasks["none"].pool_feats.patch_blocks == [] and tasks["first"].pool_feats.patch_blocks == tasks["all"].blocks[:1]
@@ -106,7 +109,7 @@ def test_scores_are_the_same_from_the_smaller_cache_and_patch_readers_refuse_it(
     _TASKS[key] = tasks["none"]
     for name, small in (("sdmad", "none"), ("linear-probe", "none"), ("sdmad-residual", "first")):
         cfg = methods.config_for(name, base)
-        cfg.tuning.folds = 0
+        cfg.tuning.folds, cfg.train.epochs = 0, 6
         a, b = tasks[small], tasks["all"]
         sup = a.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction)
         pa, _ = methods.predict(a, sup, cfg)
