@@ -28,11 +28,11 @@ class NonFiniteFeaturesError(ValueError):
     """Features hold NaN or inf values (a broken backbone or checkpoint, or corrupt images)."""
 
 
-#: Which tokens of the tapped blocks a method reads (the rest are not kept): ``"none"``, the class
-#: token of every tap (the side placement's image-level scores; the zero-shot rows and the probe read
-#: only the pooled embedding); ``"first"``, every token of the first tap and the class token of the
-#: others (the residual placement resumes the frozen pass from the first tap); ``"all"``, every token
-#: of every tap (localization maps, MVFA, AnomalyCLIP).
+# Which tokens of the tapped blocks a method reads (the rest are not kept): ``"none"``, the class
+# token of every tap (the side placement's image-level scores; the zero-shot rows and the probe read
+# only the pooled embedding); ``"first"``, every token of the first tap and the class token of the
+# others (the residual placement resumes the frozen pass from the first tap); ``"all"``, every token
+# of every tap (localization maps, MVFA, AnomalyCLIP).
 PATCHES = ("none", "first", "all")
 
 
