@@ -28,11 +28,11 @@ class NonFiniteFeaturesError(ValueError):
     """Features hold NaN or inf values (a broken backbone or checkpoint, or corrupt images)."""
 
 
-# Which tokens of the tapped blocks a method reads (the rest are not kept): ``"none"``, the class
-# token of every tap (the side placement's image-level scores; the zero-shot rows and the probe read
-# only the pooled embedding); ``"first"``, every token of the first tap and the class token of the
-# others (the residual placement resumes the frozen pass from the first tap); ``"all"``, every token
-# of every tap (localization maps, MVFA, AnomalyCLIP).
+#: The tokens of the tapped blocks a method reads, the rest not kept. ``"none"`` keeps the class
+#: token of every tap (the side placement's image-level scores; the zero-shot rows and the probe read
+#: only the pooled embedding), ``"first"`` adds every token of the first tap (the residual placement
+#: resumes the frozen pass there), ``"all"`` keeps every token of every tap (localization maps, MVFA,
+#: AnomalyCLIP).
 PATCHES = ("none", "first", "all")
 
 
@@ -83,8 +83,8 @@ class Features:
         return Features({b: t[idx] for b, t in self.taps.items()}, self.pooled[idx])
 
     def float(self) -> "Features":
-        """float32 copies; each block's float16 tensor is released as soon as it is converted (the peak holds
-        one block twice, not the whole cache)."""
+        """Convert to float32 in place and return ``self``: each block's float16 tensor is released as soon as
+        it is converted (the peak holds one block twice, not the whole cache)."""
         for b in list(self.taps):
             self.taps[b] = self.taps[b].float()
         self.pooled = self.pooled.float()
