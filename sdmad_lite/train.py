@@ -91,7 +91,7 @@ def train(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
     ck = Path(checkpoint) if checkpoint else None
     if ck and ck.is_file():
         try:
-            saved = torch.load(ck, map_location="cpu", weights_only=False)
+            saved = torch.load(ck, map_location="cpu", weights_only=True)  # never unpickles code
         except Exception as e:  # noqa: BLE001 — one clear message instead of torch's
             raise CheckpointError(f"{ck} is an unreadable training checkpoint ({type(e).__name__}: {str(e)[:120]}); "
                                   "delete it or pass --overwrite") from None

@@ -14,6 +14,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("phantom-chest", "phantom-oct", "phantom-brain", "phantom-pairs0", "phantom-pairs1",
                      "phantom-pairs2", "phantom-pairs3", "chestmnist", "octmnist", "chestxray14", "oct2017",
                      "fastmri-brain"),
+    "data.world": ("evaluation", "development"),
     "model.adapter_mode": ("side", "residual"),
     "model.adapter_init": ("near-identity", "default"),
     "selection.when": ("after", "before", "per-image"),
@@ -100,6 +101,9 @@ def check_ranges(cfg: Any, where: str) -> None:
     if cfg.data.scanner_shift and not cfg.data.dataset.startswith("phantom-"):
         raise ConfigError(f"{where}.data.scanner_shift: the scanner shift is a phantom-world knob; real images "
                           f"({cfg.data.dataset}) already come from their own scanners — set it to 0")
+    if cfg.data.world != "evaluation" and not cfg.data.dataset.startswith("phantom-"):
+        raise ConfigError(f"{where}.data.world: the development world is a phantom-world setting; real data "
+                          f"({cfg.data.dataset}) has its own splits — set it to evaluation")
     if cfg.selection.noise and not cfg.data.dataset.startswith("phantom-"):
         raise ConfigError(f"{where}.selection.noise: noisy sign pools need the renderer's ground truth, which real "
                           f"data ({cfg.data.dataset}) lacks — set it to 0, or use a phantom dataset")

@@ -18,6 +18,9 @@ from .phantoms.world import PhantomDataset
 
 #: seeds of the fixed phantom sets (every run, every seed, evaluates on the same test images)
 TEST_SEED, POOL_SEED = 900_001, 900_002
+#: the development world (``data.world: development``): other phantoms, never in a table of the book,
+#: for design choices and calibration
+DEV_TEST_SEED, DEV_POOL_SEED = 700_001, 700_002
 
 
 def phantom_datasets(cfg: ExperimentConfig):
@@ -26,8 +29,9 @@ def phantom_datasets(cfg: ExperimentConfig):
     kw = dict(size=cfg.data.image_size, normal_fraction=cfg.data.normal_fraction,
               conspicuity=cfg.data.conspicuity, noise=cfg.data.noise, shift=cfg.data.scanner_shift,
               shift_seed=cfg.data.scanner_seed)
-    test = PhantomDataset(modality, cfg.data.n_test, seed=TEST_SEED, **kw)
-    pool = PhantomDataset(modality, cfg.data.n_pool, seed=POOL_SEED, **kw)
+    dev = cfg.data.world == "development"
+    test = PhantomDataset(modality, cfg.data.n_test, seed=DEV_TEST_SEED if dev else TEST_SEED, **kw)
+    pool = PhantomDataset(modality, cfg.data.n_pool, seed=DEV_POOL_SEED if dev else POOL_SEED, **kw)
     return modality, test, pool
 
 
