@@ -172,8 +172,8 @@ def test_the_paper_profile_on_chestxray14_and_oct2017_folders(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_chapter_10_runs_under_the_colab_profile_on_rehearsal_files(tmp_path):
-    """Chapter 10 executed as a Colab user runs it (SDMAD_PROFILE=colab), pointed at look-alike
+def test_chapter_15_runs_under_the_colab_profile_on_rehearsal_files(tmp_path):
+    """Chapter 15 executed as a Colab user runs it (SDMAD_PROFILE=colab), pointed at look-alike
     MedMNIST files, a random-weight ViT saved as a local checkpoint, and a manifest of the files'
     checksums: the data script checks them (no download), the sweep runs every method of the chapter."""
     import hashlib
@@ -188,9 +188,9 @@ def test_chapter_10_runs_under_the_colab_profile_on_rehearsal_files(tmp_path):
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({npz.name: hashlib.md5(npz.read_bytes()).hexdigest()}))
     ck = _small_checkpoint(tmp_path)
-    cfg = _rehearsal_yaml(tmp_path, "rehearsal-ch10", "colab", "chestmnist", data, ck)
-    nb_path = tmp_path / "10_real_data.ipynb"
-    shutil.copy(Path(__file__).resolve().parents[1] / "notebooks" / "10_real_data.ipynb", nb_path)
+    cfg = _rehearsal_yaml(tmp_path, "rehearsal-ch15", "colab", "chestmnist", data, ck)
+    nb_path = tmp_path / "15_real_data.ipynb"
+    shutil.copy(Path(__file__).resolve().parents[1] / "notebooks" / "15_real_data.ipynb", nb_path)
     env = {"SDMAD_PROFILE": "colab", "SDMAD_CONFIG": str(cfg), "SDMAD_MANIFEST": str(manifest), "SDMAD_SEEDS": "1",
            "SDMAD_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     old = {k: os.environ.get(k) for k in env}
@@ -204,7 +204,7 @@ def test_chapter_10_runs_under_the_colab_profile_on_rehearsal_files(tmp_path):
     text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                      for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "profile: colab" in text and "skipped" not in text  # nothing skipped: the real path ran
-    rows = list(csv.DictReader(open(tmp_path / "results_rehearsal-ch10.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "results_rehearsal-ch15.csv")))
     assert len(rows) == 7 and {r["profile"] for r in rows} == {"colab"}
     assert {r["method"] for r in rows} >= {"sdmad", "linear-probe", "mvfa", "learned-context"}
     # a file that is not the manifest's is refused, not silently used
