@@ -85,13 +85,12 @@ def train_mvfa(task, support, cfg, images: dict, aug: bool, on_epoch=None):
     """The head of methods.sdmad.train_head, trained the MVFA way: backbone recomputed from the images
     every epoch (augmented train shots, plain validation shots). Same init, optimiser, losses,
     best-epoch restore as ``methods.sdmad.train_head``."""
-    from sdmad_lite import task as T
-    from sdmad_lite.methods import sdmad as SD
+    from sdmad_lite.methods import heads as SD
     from sdmad_lite import losses as L
     from sdmad_lite.features import Features
 
     torch.manual_seed(cfg.seed)
-    head = T.make_head(task, cfg)
+    head = SD.make_head(task, cfg)
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay)
     bb, mode, text = task.backbone, cfg.model.adapter_mode, task.text
@@ -134,19 +133,20 @@ def train_mvfa(task, support, cfg, images: dict, aug: bool, on_epoch=None):
 # ----------------------------------------------------------------------------- evaluation (shared)
 def evaluate_head(task, support, cfg, head) -> dict:
     """What ``methods.predict`` does after training: sign selection, scores, thresholds, metrics."""
-    from sdmad_lite import run as R
-    from sdmad_lite.methods import sdmad as SD
+    from sdmad_lite.evaluation import evaluate
+    from sdmad_lite.methods import heads as SD
+    from sdmad_lite.methods.sign_selection import select_signs
     from sdmad_lite.train import Predictions
     from sdmad_lite.models.sdmad import TextBank
 
     cols = list(range(len(task.categories)))
-    kept = SD.select_signs(task, support, cfg, cols, head)
+    kept = select_signs(task, support, cfg, cols, head)
     t = task.text
     text = TextBank(t.signs, t.sign_mask, t.normal, t.abnormal).with_active(torch.as_tensor(kept))
     mode = cfg.model.adapter_mode
     ss, sa = SD.head_scores(head, task, task.pool_feats.subset(support.all), text, mode)
     ts, ta = SD.head_scores(head, task, task.test_feats, text, mode)
-    ev = R.evaluate(task, support, Predictions(ss, sa, ts, ta, kept=kept))
+    ev = evaluate(task, support, Predictions(ss, sa, ts, ta, kept=kept))
     return {"subset_accuracy": float(ev["integrated"]["subset_accuracy"]),
             "macro_auroc": float(ev["integrated"]["macro_auroc"]),
             "hamming_score": float(ev["integrated"]["hamming_score"])}
@@ -157,15 +157,15 @@ def bench_backbone(backbone: str, args, n_test: int, n_pool: int, epochs: int, v
                    residual_epochs: int | None = None) -> list[dict]:
     """``residual_epochs``: the residual variants' epochs when not ``epochs`` (their epochs are long on a
     ViT-B); their totals are then not comparable and their goals use the time per epoch."""
-    from sdmad_lite import task as T
-    from sdmad_lite.methods import sdmad as SD
+    from sdmad_lite.methods import heads as SD
     from sdmad_lite import features as Fe
+    from sdmad_lite.task import get_task
 
     weights = C.weights_for(backbone)
     cfg = make_cfg(backbone, weights, n_test, n_pool, epochs, args.k, args.seed, args.image_size)
     info: dict = {}
     with C.timed(info, "task_build_s"):  # cold cache: text bank + frozen features of test set and pool
-        task = T.get_task(cfg)
+        task = get_task(cfg)
     bb = task.backbone
     support = task.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction)
     rows_all = support.all

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tuning.py [--shots 4] [--seed 0] [--epochs 100] [--repeats 3] [--json PATH]
 
-SD-MAD's tuning (``methods/sdmad.cross_validate``) trains every grid point of
+SD-MAD's tuning (``methods/sdmad.train_stack_of_heads``) trains every grid point of
 ``configs/methods.yaml`` on every fold of the support set at once: G points × F folds heads,
 stacked along a model axis, one forward pass per epoch (``train.train_stack``). Three ways to do
 the same work, side by side in one run, each for exactly ``--epochs`` epochs (no early stop, so
@@ -45,9 +45,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from sdmad_lite import tuning as T
-    from sdmad_lite.data.fewshot import draw_support
     from sdmad_lite.methods import config_for
-    from sdmad_lite.methods import sdmad as S
+    from sdmad_lite.methods import heads as S
     from sdmad_lite.studies import base_config
     from sdmad_lite.task import get_task
 
@@ -56,18 +55,20 @@ def main(argv=None) -> int:
     cfg.k_shot, cfg.seed = args.shots, args.seed
     task = get_task(cfg)
     cols = list(range(len(task.categories)))
-    support = draw_support(task.y_pool, cfg.k_shot, cfg.seed, cfg.train.val_fraction, names=task.categories)
+    support = task.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction)
     points = T.grid_points(cfg.tuning.grid)
     nf = cfg.tuning.folds
     text = task.text_columns(cols)
     kept_of = lambda rows: text  # noqa: E731  (selection is not what is timed)
-    folds = T.assign_folds(task.y_pool[support.all][:, cols], nf, cfg.seed)
+    cv = T.CV.of(cfg, task.y_pool[support.all][:, cols])
+    folds = cv.folds
 
     def stack_all():
-        return S.cross_validate(task, support, cfg, cols, text, kept_of, points, exact_epochs=args.epochs)
+        return S.train_stack_of_heads(task, support.all, cfg, cols, text, kept_of, cv, exact_epochs=args.epochs)
 
     def stack_per_point():
-        return [S.cross_validate(task, support, cfg, cols, text, kept_of, [p], exact_epochs=args.epochs) for p in points]
+        return [S.train_stack_of_heads(task, support.all, cfg, cols, text, kept_of, cv, [p], exact_epochs=args.epochs)
+                for p in points]
 
     def one_at_a_time():  # each model also evaluates its held-out fold every epoch, as the stack does
         for p in points:

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import bench_training as B
 
     from sdmad_lite import task as T
-    from sdmad_lite.methods import sdmad as SD
+    from sdmad_lite.methods import heads as SD
 
     cfg = B.make_cfg(args.backbone, C.weights_for(args.backbone), 200, 300, args.epochs, 4, 0, 224, args.mode)
     task = T.get_task(cfg)

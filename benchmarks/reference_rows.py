@@ -22,23 +22,40 @@ import time
 
 #: keys that measure the machine, not the method
 VOLATILE = ("wall_time_s",)
+#: row keys renamed to their config keys (issue 22): old name -> new name
+RENAMED = {"k": "k_shot", "dataset": "data.dataset", "scanner_shift": "data.scanner_shift",
+           "conspicuity": "data.conspicuity", "backbone": "model.backbone", "adapter_mode": "model.adapter_mode",
+           "sign_noise": "selection.noise", "sign_noise_kind": "selection.noise_kind"}
+
+
+def _renamed(row: dict) -> dict:
+    return {RENAMED.get(k, k): v for k, v in row.items()}
 
 
 def compare(old: list[dict], new: list[dict]) -> list[str]:
-    """Every difference between two lists of rows (matched by method and seed), as sentences."""
+    """Every difference between two lists of rows (matched by method and seed), as sentences. Old key
+    names are read under their new names (:data:`RENAMED`); a column only the new rows have is listed
+    apart (``added: ...``), not counted as a difference."""
+    old, new = [_renamed(r) for r in old], [_renamed(r) for r in new]
     key = lambda r: (r["method"], r["seed"])  # noqa: E731
     a, b = {key(r): r for r in old}, {key(r): r for r in new}
     out = [f"{k}: only in the old rows" for k in a.keys() - b.keys()]
     out += [f"{k}: only in the new rows" for k in b.keys() - a.keys()]
+    added: set[str] = set()
     for k in sorted(a.keys() & b.keys()):
         ra, rb = a[k], b[k]
         for col in sorted(set(ra) | set(rb)):
             if col in VOLATILE:
                 continue
+            if col not in ra:
+                added.add(col)
+                continue
             va, vb = ra.get(col, "<absent>"), rb.get(col, "<absent>")
             same = va == vb or (isinstance(va, float) and isinstance(vb, float) and math.isnan(va) and math.isnan(vb))
             if not same:
                 out.append(f"{k} {col}: {va!r} -> {vb!r}")
+    if added:
+        print("added columns (not compared):", ", ".join(sorted(added)))
     return out
 
 
@@ -53,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SDMAD_NO_RESULT_CACHE"] = "1"
     from sdmad_lite import studies
     from sdmad_lite.methods import ALL_METHODS
-    from sdmad_lite.run import run_many
+    try:
+        from sdmad_lite.executor import run_many
+    except ImportError:  # the library before issue 22
+        from sdmad_lite.run import run_many
 
     names = args.methods.split(",") if args.methods else list(ALL_METHODS)
     cfgs = []

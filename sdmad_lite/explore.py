@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import settings
 from .data.phantoms.catalogue import get_modality
 from .data.phantoms.gallery import sign_figure
-from .methods.sdmad import branch_features
+from .methods.heads import branch_features
 from .task import Task
 from .train import Predictions, one_thread
 

@@ -12,7 +12,6 @@ method reads patches.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .io import atomic_write, cache_dir
+from .io import atomic_write, cache_dir, stable_hash
+from .errors import SdmadError
 
 
-class NonFiniteFeaturesError(ValueError):
+class NonFiniteFeaturesError(SdmadError, ValueError):
     """Features hold NaN or inf values (a broken backbone or checkpoint, or corrupt images)."""
 
 
@@ -44,7 +44,7 @@ def patch_blocks(taps: Sequence[int], patches: str) -> list[int]:
     return {"none": [], "first": taps[:1], "all": taps}[patches]
 
 
-class MissingPatchesError(ValueError):
+class MissingPatchesError(SdmadError, ValueError):
     """A method needs the patch tokens of a block whose features hold only the class token."""
 
 
@@ -144,8 +144,7 @@ def cache_bytes(n_images: int, geometry: dict, tokens: str = "all", bytes_per_va
 
 def cache_key(backbone_key: str, dataset_key: dict) -> str:
     """The folder of one (backbone, dataset) in the feature cache: one file per tapped block and kept tokens."""
-    blob = json.dumps({"backbone": backbone_key, "data": dataset_key, "v": 2}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return stable_hash({"backbone": backbone_key, "data": dataset_key, "v": 2}, 24)
 
 
 def _load(path: Path, n: int) -> torch.Tensor | None:

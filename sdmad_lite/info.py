@@ -9,7 +9,7 @@ from importlib import metadata
 import torch
 
 from . import settings
-from .profiles import PROFILE_ENV, get_profile
+from .config import PROFILE_ENV, get_profile
 from .models.backbone import PHANTOMCLIP_CHECKPOINT
 from .version import __version__
 

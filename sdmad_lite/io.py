@@ -45,6 +45,12 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Pat
     return atomic_write(path, json.dumps(obj, indent=indent, default=float))
 
 
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """The one hash of settings in the library: sha256 of ``obj`` as canonical JSON (sorted keys), ``n``
+    hex digits. Keys the result cache, a sweep's rows, the tasks of a process and the feature cache."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """The sha256 of a file's bytes, read in 1 MB chunks."""
     return file_hash(path, "sha256")

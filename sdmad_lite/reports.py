@@ -10,7 +10,7 @@ import torch
 from . import metrics as M
 from .data.phantoms.catalogue import MODALITIES
 from .data.phantoms.world import PhantomDataset
-from .methods.sdmad import branch_features
+from .methods.heads import branch_features
 from .metrics import mean_std
 from .models.captions import UNCAPTIONED
 from .models.zeroshot import category_text, two_way_probability

@@ -10,22 +10,26 @@ directory). A bad value raises :class:`SettingError` naming the variable and the
 ``SDMAD_WORKERS``          processes for parallel runs (default: the usable cores, at most 8)
 ``SDMAD_NO_RESULT_CACHE``  1: never reuse a finished run from the result cache
 ``SDMAD_STATIC``           1: the explorers draw one static figure instead of widgets (the book)
+``SDMAD_RECOMPUTE``        1: a chapter recomputes every row of a shipped results table instead of
+                           reading it and checking a sample
 =========================  =====================================================================
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from .errors import SdmadError
 
 PROFILE = "SDMAD_PROFILE"
 CACHE = "SDMAD_CACHE"
 WORKERS = "SDMAD_WORKERS"
 NO_RESULT_CACHE = "SDMAD_NO_RESULT_CACHE"
 STATIC = "SDMAD_STATIC"
-ALL = (PROFILE, CACHE, WORKERS, NO_RESULT_CACHE, STATIC)
+RECOMPUTE = "SDMAD_RECOMPUTE"
+ALL = (PROFILE, CACHE, WORKERS, NO_RESULT_CACHE, STATIC, RECOMPUTE)
 
 
-class SettingError(ValueError):
+class SettingError(SdmadError, ValueError):
     """An environment variable of the library holds a value it cannot use."""
 
 
@@ -87,6 +91,11 @@ def result_cache_enabled() -> bool:
 def static_figures() -> bool:
     """True when the explorers must draw a static figure (``SDMAD_STATIC=1``, the book build)."""
     return _flag(STATIC)
+
+
+def recompute_shipped() -> bool:
+    """True when a chapter must recompute a shipped results table (``SDMAD_RECOMPUTE=1``)."""
+    return _flag(RECOMPUTE)
 
 
 def describe() -> dict[str, str]:

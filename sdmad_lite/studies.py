@@ -7,11 +7,21 @@ and per-anomaly protocols, and takes its methods from the registry (``configs/me
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
+import pandas as pd
+
+from . import settings
 from .config import ExperimentConfig, default_config
 from .data.phantoms.catalogue import get_modality
+from .executor import run_many
+from .io import RESOURCES
 from .methods import config_for
+from .results import ResultsFileError, check_current, read_results
+
+#: the shipped results tables of the book (``sdmad study NAME --out RESULTS/NAME.csv``)
+RESULTS = RESOURCES / "results"
 
 SEEDS = tuple(range(10))
 #: the comparison of chapter 8 — the reference rows and the methods at k = 4 and 8; the generic-prompt
@@ -192,3 +202,46 @@ STUDIES = {"comparison": comparison, "selection-variants": selection_variants, "
            "selection-pool": selection_pool_variants, "domain-shift": domain_shift, "open-set": open_set_per_category,
            "three-modalities": three_modalities, "sign-noise": sign_noise, "shared-signs": shared_signs,
            "expensive": expensive}
+
+
+# ----------------------------------------------------------------------------- shipped results tables
+@dataclass
+class Shipped:
+    """A results table a chapter reads (``resources/results/NAME.csv``) and how far it can be trusted."""
+
+    rows: pd.DataFrame
+    meta: dict  # the sidecar: command, date, rows, code
+    check: dict  # :func:`~sdmad_lite.results.check_current` on a sample of the rows ({} when all were recomputed)
+    recomputed: bool
+
+    @property
+    def current(self) -> bool:
+        return self.recomputed or bool(self.check.get("current"))
+
+    def describe(self) -> str:
+        """The sentence a chapter prints under the table: where the rows come from and whether they are current."""
+        if self.recomputed:
+            return f"all {len(self.rows)} rows computed in this execution (SDMAD_RECOMPUTE=1)"
+        c = self.check
+        verdict = ("current: the library installed now computes the same numbers" if c["current"] else
+                   "NOT current: the library installed now computes other numbers — rerun the command above, or "
+                   "execute with SDMAD_RECOMPUTE=1")
+        return (f"{len(self.rows)} rows written by `{self.meta.get('command', '?')}` on {self.meta.get('date', '?')}; "
+                f"{c['checked']} of them recomputed now, {c['agree']} agree to 0.1 points (largest difference "
+                f"{c['max_diff']:.2f} points): {verdict}")
+
+
+def shipped(name: str, cfgs: list[ExperimentConfig], sample: int = 2, seed: int = 0) -> Shipped:
+    """The shipped results table ``NAME.csv`` of the runs ``cfgs``: read, and ``sample`` of its rows (drawn
+    with ``seed``) recomputed to check that this library still computes them (the check of
+    :func:`~sdmad_lite.results.check_current`, by behaviour rather than by code fingerprint). With
+    ``SDMAD_RECOMPUTE=1`` every row is computed instead; a table that is not there says which command
+    writes it."""
+    if settings.recompute_shipped():
+        return Shipped(pd.DataFrame(run_many(cfgs)), {}, {}, True)
+    path = RESULTS / f"{name}.csv"
+    if not path.is_file():
+        raise ResultsFileError(f"{path} is not there: write it with `sdmad study {name} --workers 2 --out {path}`, "
+                               f"or execute the chapter with {settings.RECOMPUTE}=1")
+    df, meta = read_results(path)
+    return Shipped(df, meta, check_current(df, cfgs, run_many, n=sample, seed=seed), False)

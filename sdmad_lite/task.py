@@ -3,27 +3,27 @@
 A :class:`Task` holds the evaluation set and the few-shot pool (disjoint), their frozen features
 (cached on disk), the sign bank of the modality and its text embeddings (:class:`~sdmad_lite.models.sdmad.TextBank`),
 and the sign-level ground truth of the phantom world. Every method of the book reads the same
-task; the few-shot support sets are drawn from ``task.pool`` (``data.fewshot.draw_support``).
+task; the few-shot support sets are drawn from ``task.pool`` (:meth:`Task.draw_support`, the one way).
+Nothing here is specific to a method.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from .config import ExperimentConfig, resolve_device
-from .profiles import get_profile, require_profile_ready
-from .data.build import REAL_BANKS, dataset_key, phantom_datasets, real_datasets
-from .data.fewshot import Support, draw_support
+from .config import ExperimentConfig, get_profile, require_profile_ready, resolve_device
+from .data.build import REAL_BANKS, build_datasets, check_feasible, dataset_key
+from .data.fewshot import Support, sample_few_shot, save_split, validation_rows
 from .features import PATCHES, Features, cached_features, patch_blocks
+from .io import stable_hash
 from .models.backbone import Backbone, default_taps, weights_cached
 from .models.backbone import load as load_backbone
 from .data.phantoms.catalogue import MODALITIES
 from .models.captions import UNCAPTIONED
-from .models.sdmad import SDMADHead, TextBank
+from .models.sdmad import TextBank
 from .signs.bank import SignBank
 from .signs.noise import is_drawn, noisy_selection, renderer_sign
 from .signs.schema import Sign
@@ -59,8 +59,23 @@ class Task:
 
     def draw_support(self, k: int, seed: int, val_fraction: float = 0.25, categories: list[int] | None = None,
                      split_file=None) -> Support:
-        """:func:`~sdmad_lite.data.fewshot.draw_support` from this task's pool."""
-        return draw_support(self.y_pool, k, seed, val_fraction, categories, self.categories, split_file)
+        """k shots per category and k normals from the pool (:func:`~sdmad_lite.data.fewshot.sample_few_shot`);
+        a seeded share of each stratum to validation (:func:`~sdmad_lite.data.fewshot.validation_rows`).
+
+        ``categories``: restrict to these category columns (open-set runs hold one out): rows carrying
+        a held-out category are neither shots nor normals. ``split_file``: where to write the draw.
+        """
+        y_pool = self.y_pool
+        y = y_pool if categories is None else y_pool[:, categories]
+        picked = list(self.categories) if categories is None else [self.categories[c] for c in categories]
+        exclude = None
+        if categories is not None:
+            held = np.setdiff1d(np.arange(y_pool.shape[1]), categories)
+            exclude = np.flatnonzero(y_pool[:, held].any(1))
+        split = sample_few_shot(y, k, seed, n_normal=k, exclude=exclude, categories=picked)
+        if split_file:
+            save_split(split, split_file)
+        return validation_rows(split, seed, val_fraction)
 
     def sign_embeddings(self, category: int) -> tuple[list[str], torch.Tensor]:
         """The ids and embeddings ``(K_c, D)`` of category ``category``'s candidate signs (no padding)."""
@@ -124,11 +139,11 @@ def with_sign_noise(task: Task, fraction: float, kind: str, seed: int) -> Task:
 def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False, patches: str = "all") -> Task:
     """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features
     (with the patch tokens of the blocks ``patches`` names, :data:`~sdmad_lite.features.PATCHES`)."""
-    if cfg.data.dataset.startswith("phantom-"):
-        modality, test, pool = phantom_datasets(cfg)
+    modality, test, pool = build_datasets(cfg)
+    check_feasible(pool, cfg)  # before any feature is extracted
+    if modality is not None:
         bank = SignBank.from_catalogue(modality) if modality not in MODALITIES else SignBank.load(f"phantom_{modality}")
     else:
-        test, pool = real_datasets(cfg)
         bank = SignBank.load(REAL_BANKS[cfg.data.dataset])
     missing = [c for c in test.categories if c not in bank.categories]
     if missing:
@@ -147,19 +162,6 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
                                       progress=progress, patches=keep).float()
     return Task(cfg.data.dataset, categories, bank, text, sign_ids, expert, drawn, known, name_text, pool, test,
                 feats["pool"], feats["test"], sorted(blocks), backbone)
-
-
-def make_head(task: Task, cfg: ExperimentConfig, n_categories: int | None = None, lam: float | None = None) -> SDMADHead:
-    """A fresh SD-MAD head for ``task`` (``lam=1`` gives the head at the frozen features: the adapters
-    contribute nothing, every branch scores the frozen class token)."""
-    return SDMADHead(n_categories or len(task.categories), task.blocks, task.backbone.width, adapter_hidden(task, cfg),
-                     cfg.model.adapter_lambda if lam is None else lam, cfg.loss.temperature, cfg.model.text_adapter,
-                     task.backbone.embed_dim, init=cfg.model.adapter_init)
-
-
-def adapter_hidden(task: Task, cfg: ExperimentConfig) -> int:
-    """The adapters' hidden width: ``model.adapter_hidden``, or a quarter of the backbone's width."""
-    return cfg.model.adapter_hidden or max(1, task.backbone.width // 4)
 
 
 # ----------------------------------------------------------------------------- one per process
@@ -185,8 +187,7 @@ def get_backbone(cfg: ExperimentConfig) -> Backbone:
 def task_key(cfg: ExperimentConfig) -> str:
     """What decides a config's task and frozen features: its data, its backbone and weights, the tapped blocks."""
     m = cfg.model
-    return json.dumps([cfg.data.__dict__, m.backbone, m.pretrained, m.weights_tag, m.adapter_blocks], sort_keys=True,
-                      default=str)
+    return stable_hash([cfg.data.__dict__, m.backbone, m.pretrained, m.weights_tag, m.adapter_blocks], 32)
 
 
 def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all") -> Task:
@@ -202,6 +203,8 @@ def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all"
     key = (data, have[0] if have else patches)
     if key not in _TASKS:
         _TASKS[key] = build_task(cfg, bb, progress=progress, patches=patches)
+    else:
+        check_feasible(_TASKS[key].pool, cfg)  # this config's shots and seed
     sel = cfg.selection
     if not sel.noise:
         return _TASKS[key]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .io import atomic_write
+from .errors import SdmadError
 
 
 class one_thread:
@@ -67,7 +68,7 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SdmadError, ValueError):
     """A training checkpoint cannot be read (delete it, or pass ``--overwrite``)."""
 
 

@@ -14,18 +14,20 @@ For one few-shot draw (a support set of N images):
    thresholds come from the *out-of-fold* scores of that point, never from scores of images the
    model was fitted on, and the test images enter no choice.
 
-What each run chose is recorded with its row (``tuning.*``).
+What each run chose is recorded with its row (``tuning.*``). Every trained method goes through
+:func:`fit_tuned`, the one template of these steps, and returns a :class:`Fitted`.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
 
 from .config import ExperimentConfig, deep_update
+from .features import Features
 from .metrics import auroc
 from .train import StackRecord
 
@@ -48,6 +50,12 @@ def apply_point(cfg: ExperimentConfig, point: dict[str, Any]) -> ExperimentConfi
             d = d.setdefault(p, {})
         d[parts[-1]] = value
     return ExperimentConfig.from_dict(deep_update(cfg.to_dict(), upd), where=f"tuning point {point}")
+
+
+def per_model(points: list[dict], n_folds: int, key: str, default: float) -> torch.Tensor:
+    """One value of setting ``key`` per model of a stack (point g repeated for its F folds; ``default``
+    where the point does not set it): each model's learning rate, weight decay or loss weight."""
+    return torch.tensor([float(p.get(key, default)) for p in points for _ in range(n_folds)])
 
 
 def assign_folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -139,3 +147,101 @@ def _best(records: list[dict]) -> int:
     crit = np.array([r["criterion"] for r in records], dtype=float)
     crit = np.where(np.isnan(crit), -np.inf, crit)
     return int(np.argmax(crit))  # ties: the first point of the grid
+
+
+# ----------------------------------------------------------------------------- what a fitted method is
+class Fitted:
+    """What every fitted method exposes — the contract that :func:`sdmad_lite.methods.predict` and
+    :func:`sdmad_lite.run.run` read. Each method's ``Fitted…`` class derives from it and overrides what
+    applies to it; the defaults say "not applicable"."""
+
+    #: (C, K) the signs sign selection kept, or None (a method without signs)
+    kept: np.ndarray | None = None
+    #: what cross-validation chose (:class:`Tuned`), or None (not tuned)
+    tuned: Tuned | None = None
+    #: trainable parameters
+    n_parameters: int = 0
+    #: per-epoch records of the final fit (``train.train``), or None
+    history: list[dict] | None = None
+    #: the epoch whose state the final fit kept, or None
+    best_epoch: int | None = None
+
+    def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        """Category (N, C) and anchor (N,) probabilities of the images of ``feats``."""
+        raise NotImplementedError
+
+    def labels(self, n: int) -> np.ndarray | None:
+        """Predicted labels (n, C+1) that bypass the thresholds (the reference rows), or None."""
+        return None
+
+
+FittedT = TypeVar("FittedT", bound=Fitted)
+
+
+@dataclass
+class CV:
+    """The cross-validation of one support set: the fold of each support image, the grid, and the
+    weights of a *stack* of G × F models (model ``g·F + f`` is grid point g trained without fold f)."""
+
+    folds: np.ndarray  # (N,) fold of every support image
+    n_folds: int
+    points: list[dict]
+    y: np.ndarray  # (N, C) the support labels of the columns scored
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, y: np.ndarray) -> "CV":
+        """Folds stratified by category (:func:`assign_folds`) over the grid of ``cfg.tuning``."""
+        return cls(assign_folds(y, cfg.tuning.folds, cfg.seed), cfg.tuning.folds, grid_points(cfg.tuning.grid), y)
+
+    def masks(self, n_points: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training and held-out image weights (M, N) of the stack of ``n_points`` (default: every
+        grid point) × F models: 1 where model m trains on (holds out) image n."""
+        in_val = torch.as_tensor(self.folds)[None, :] == self.fold_of_model(n_points)[:, None]
+        return (~in_val).float(), in_val.float()
+
+    def fold_of_model(self, n_points: int | None = None) -> torch.Tensor:
+        """The fold each model of a stack of ``n_points`` × F models holds out (M,)."""
+        return torch.arange((len(self.points) if n_points is None else n_points) * self.n_folds) % self.n_folds
+
+    def out_of_fold(self, record: StackRecord, epochs: int) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold category and anchor scores of a one-point stack (``record``) trained exactly ``epochs``
+        epochs (a method whose thresholds need scores of other models than the tuning stack's)."""
+        t = choose_from_stack(record, [{}], self.n_folds, self.folds, self.y, epochs, at_end=True)
+        return t.oof_cat, t.oof_anchor
+
+    def split(self, f: int) -> tuple[np.ndarray, np.ndarray]:
+        """Support indices trained on and held out by fold ``f``."""
+        return np.flatnonzero(self.folds != f), np.flatnonzero(self.folds == f)
+
+
+def fit_tuned(cfg: ExperimentConfig, y: np.ndarray, *, once: Callable[[], FittedT],
+              refit: Callable[[ExperimentConfig, Tuned], FittedT],
+              stack: Callable[[CV], StackRecord] | None = None,
+              fold_score: Callable[[dict, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+              out_of_fold: Callable[[CV, Tuned, ExperimentConfig], tuple[np.ndarray, np.ndarray]] | None = None) -> FittedT:
+    """The one template of a trained method's fit on a support set with labels ``y`` (N, C).
+
+    ``tuning.folds`` < 2: ``once()`` fits as configured. Otherwise the grid is cross-validated —
+    ``stack(cv)`` trains every point × fold at once and returns its :class:`~sdmad_lite.train.StackRecord`
+    (a method that trains by epochs; :func:`choose_from_stack`), or ``fold_score(point, train, held_out)``
+    fits one model per point and fold (:func:`choose_from_folds`) — the best point is chosen,
+    ``out_of_fold(cv, tuned, final)`` may replace the out-of-fold scores (when the scores that thresholds
+    cut come from other models than the stack's), and ``refit(final, tuned)`` fits on the whole support
+    set with the chosen point (``final``: ``cfg`` with it) and number of epochs. The fitted method
+    carries ``tuned``.
+    """
+    if cfg.tuning.folds < 2:
+        return once()
+    if (stack is None) == (fold_score is None):
+        raise ValueError("fit_tuned: give exactly one of stack= (a method trained by epochs) or fold_score=")
+    cv = CV.of(cfg, y)
+    if stack is not None:
+        tuned = choose_from_stack(stack(cv), cv.points, cv.n_folds, cv.folds, y, cfg.tuning.max_epochs)
+    else:
+        tuned = choose_from_folds(fold_score, cv.points, cv.folds, y)
+    final = apply_point(cfg, tuned.point)
+    if out_of_fold is not None:
+        tuned.oof_cat, tuned.oof_anchor = out_of_fold(cv, tuned, final)
+    fitted = refit(final, tuned)
+    fitted.tuned = tuned
+    return fitted

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdmad_lite import profiles
+from sdmad_lite.config import profiles
 from sdmad_lite import config as C
 from sdmad_lite import metrics as M
 from sdmad_lite import protocols as P
@@ -251,9 +251,11 @@ def test_config_unknown_key_or_wrong_type(tmp_path, text, match):
                                         r"phantom-chest"),
 ])
 def test_config_unknown_method_rule_or_adapter_mode(tmp_path, text, match):
+    from sdmad_lite.methods import load_experiment  # the config's keys, then the method against the registry
+
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(C.ConfigError, match=match):
-        C.load_config(tmp_path / "bad.yaml")
+        load_experiment(tmp_path / "bad.yaml")
 
 
 def test_known_values_load():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sdmad_lite import profiles
+from sdmad_lite.config import profiles
 from sdmad_lite import config as C
 from sdmad_lite.seeding import rng, seed_everything
 

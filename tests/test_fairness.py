@@ -12,7 +12,7 @@ from sdmad_lite import methods, tuning
 from sdmad_lite.config import ExperimentConfig
 from sdmad_lite.features import Features
 from sdmad_lite.models.sdmad import SDMADHead
-from sdmad_lite.run import evaluate
+from sdmad_lite.evaluation import evaluate
 from sdmad_lite.train import StackedAdamW
 
 
@@ -147,8 +147,8 @@ def test_reference_rows_mean_what_they_say(tiny_task):
 @pytest.mark.slow
 def test_sdmad_at_initialisation_scores_the_frozen_features(tiny_task):
     """The near-identity head (up-projections × 0.01) scores almost as the head at λ = 1 (no adapter)."""
-    from sdmad_lite.methods.sdmad import head_scores
-    from sdmad_lite.task import make_head
+    from sdmad_lite.methods.heads import head_scores
+    from sdmad_lite.methods.heads import make_head
 
     cfg, task = tiny_task
     init = make_head(task, cfg)

@@ -136,7 +136,7 @@ def test_existing_run_is_not_overwritten(tmp_path, cache):
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, cache):
-    from sdmad_lite.methods.sdmad import train_head
+    from sdmad_lite.methods.heads import train_head
     from sdmad_lite.task import get_task
 
     cfg = tiny_config(tmp_path)
@@ -254,7 +254,7 @@ def test_stacked_adapters_draw_the_same_init_as_linear_layers():
 @pytest.mark.slow
 def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monkeypatch):
     from sdmad_lite import methods, sweep
-    from sdmad_lite import run as R
+    from sdmad_lite import executor as R
     from sdmad_lite.task import get_task
 
     # the shipped weights: with random ones (pretrained None) every process would draw its own backbone

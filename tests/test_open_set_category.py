@@ -5,7 +5,7 @@ import pytest
 
 from sdmad_lite import studies
 from sdmad_lite.config import ConfigError, ExperimentConfig
-from sdmad_lite.run import open_set_heldout
+from sdmad_lite.evaluation import open_set_heldout
 
 TASK = SimpleNamespace(categories=["Atelectasis", "Effusion", "Nodule"], dataset="phantom-chest")
 

@@ -6,8 +6,16 @@ import math
 
 import pytest
 
+from sdmad_lite import executor as EX
+from sdmad_lite import results as RS
 from sdmad_lite import sweep as X
 from sdmad_lite.config import ExperimentConfig
+
+
+@pytest.fixture(autouse=True)
+def _no_result_cache(monkeypatch):
+    """The fake runs below must be the ones asked for, never a row of a real run in the cache."""
+    monkeypatch.setenv("SDMAD_NO_RESULT_CACHE", "1")
 
 
 def _csv_rows(path) -> list[dict]:
@@ -16,12 +24,12 @@ def _csv_rows(path) -> list[dict]:
 
 
 def _key(r: dict) -> tuple:
-    return (str(r["method"]), int(r["seed"]), int(r["k"]))
+    return (str(r["method"]), int(r["seed"]), int(r["k_shot"]))
 
 
 def _row(cfg: ExperimentConfig) -> dict:
     v = 0.1 * cfg.seed + 0.01 * cfg.k_shot
-    return {"method": cfg.method, "seed": cfg.seed, "k": cfg.k_shot, "dataset": cfg.data.dataset,
+    return {"method": cfg.method, "seed": cfg.seed, "k_shot": cfg.k_shot, "data.dataset": cfg.data.dataset,
             "integrated.subset_accuracy": v, "integrated.hamming_score": v, "integrated.macro_auroc": 0.5,
             "wall_time_s": 0.1}
 
@@ -35,7 +43,7 @@ def test_sweep_writes_one_row_per_run_and_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")  # a sweep killed in the middle of a run
         return _row(cfg)
 
-    monkeypatch.setattr(X, "run_cached", fake_run_cached)
+    monkeypatch.setattr(EX, "run_cached", fake_run_cached)
     base = ExperimentConfig()
     methods, seeds, shots = ["sdmad", "sdmad-no-ss"], [0, 1, 2], [1, 2]
     out = tmp_path / "sweep.csv"
@@ -54,7 +62,7 @@ def test_sweep_writes_one_row_per_run_and_resumes(tmp_path, monkeypatch):
     assert len(on_disk) == len(rows) == len(want)
     assert {_key(r) for r in on_disk} == want  # one row per (method, seed, k), no duplicates
     for r in on_disk:
-        assert float(r["integrated.subset_accuracy"]) == pytest.approx(0.1 * int(r["seed"]) + 0.01 * int(r["k"]))
+        assert float(r["integrated.subset_accuracy"]) == pytest.approx(0.1 * int(r["seed"]) + 0.01 * int(r["k_shot"]))
 
     calls.clear()
     again = X.sweep(base, methods, seeds, shots, out)
@@ -156,30 +164,31 @@ def test_ray_joins_the_cluster_it_is_given_and_forwards_the_environment(monkeypa
 
         def remote(self, **opts):
             calls["remote"] = opts
-            return lambda f: type("R", (), {"remote": staticmethod(lambda job: ("ref", job))})
+            return lambda f: type("R", (), {"remote": staticmethod(lambda job: ("ref", job["method"], job["seed"],
+                                                                                 job["k_shot"]))})
 
         def wait(self, pending, num_returns):
             return pending[:1], pending[1:]
 
         def get(self, ref):
-            return {"method": ref[1][1], "seed": ref[1][0]["seed"], "k": ref[1][0]["k_shot"]}
+            return {"method": ref[1], "seed": ref[2], "k_shot": ref[3]}
 
     import sys
 
     monkeypatch.setitem(sys.modules, "ray", FakeRay())
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     monkeypatch.setenv("SDMAD_PROFILE", "offline")
-    jobs = [({"seed": 0, "k_shot": 4}, "sdmad")]
-    rows = list(X._execute(jobs, "ray", 2, False, {"address": None, "num_cpus": 2.0, "num_gpus": 0.5}))
-    assert rows == [{"method": "sdmad", "seed": 0, "k": 4}]
+    jobs = [ExperimentConfig.from_dict({"seed": 0, "k_shot": 4})]
+    rows = list(EX.iter_runs(jobs, 2, "ray", False, {"address": None, "num_cpus": 2.0, "num_gpus": 0.5}))
+    assert rows == [(0, {"method": "sdmad", "seed": 0, "k_shot": 4})]
     assert calls["init"]["address"] == "ray://head:10001"
     assert calls["init"]["runtime_env"]["env_vars"]["SDMAD_PROFILE"] == "offline"
     assert calls["remote"] == {"num_cpus": 2.0, "num_gpus": 0.5}
     # an explicit address wins over the variable; without either, a local instance of `workers` CPUs
-    list(X._execute(jobs, "ray", 2, False, {"address": "auto"}))
+    list(EX.iter_runs(jobs, 2, "ray", False, {"address": "auto"}))
     assert calls["init"]["address"] == "auto"
     monkeypatch.delenv("RAY_ADDRESS")
-    list(X._execute(jobs, "ray", 3, False, {}))
+    list(EX.iter_runs(jobs, 3, "ray", False, {}))
     assert "address" not in calls["init"] and calls["init"]["num_cpus"] == 3
 
 
@@ -191,7 +200,7 @@ def fake_runs(monkeypatch):
         calls.append((cfg.method, cfg.seed, cfg.k_shot))
         return _row(cfg)
 
-    monkeypatch.setattr(X, "run_cached", fake)
+    monkeypatch.setattr(EX, "run_cached", fake)
     return calls
 
 
@@ -253,7 +262,7 @@ def test_a_sweep_killed_anywhere_resumes_to_the_same_csv(tmp_path, monkeypatch):
 
     methods, seeds, shots = ["sdmad", "linear-probe"], [0, 1, 2], [2, 4]
     full = tmp_path / "full.csv"
-    monkeypatch.setattr(X, "run_cached", _row)
+    monkeypatch.setattr(EX, "run_cached", _row)
     X.sweep(ExperimentConfig(), methods, seeds, shots, full)
     want = full.read_text()
 
@@ -261,7 +270,7 @@ def test_a_sweep_killed_anywhere_resumes_to_the_same_csv(tmp_path, monkeypatch):
     @given(st.integers(min_value=0, max_value=len(methods) * len(seeds) * len(shots)))
     def killed_at(n):
         out = tmp_path / f"part{n}.csv"
-        for p in (out, X.sidecar_path(out)):
+        for p in (out, RS.sidecar_path(out)):
             p.unlink(missing_ok=True)
         done = []
 
@@ -271,12 +280,12 @@ def test_a_sweep_killed_anywhere_resumes_to_the_same_csv(tmp_path, monkeypatch):
             done.append(1)
             return _row(cfg)
 
-        monkeypatch.setattr(X, "run_cached", dying)
+        monkeypatch.setattr(EX, "run_cached", dying)
         try:
             X.sweep(ExperimentConfig(), methods, seeds, shots, out)
         except KeyboardInterrupt:
             pass
-        monkeypatch.setattr(X, "run_cached", _row)
+        monkeypatch.setattr(EX, "run_cached", _row)
         X.sweep(ExperimentConfig(), methods, seeds, shots, out)
         assert out.read_text() == want
 
@@ -285,7 +294,7 @@ def test_a_sweep_killed_anywhere_resumes_to_the_same_csv(tmp_path, monkeypatch):
 
 def test_a_sidecar_inside_the_package_leaves_the_code_fingerprint_alone(tmp_path, fake_runs, monkeypatch):
     """A results CSV ships in the package; writing its sidecar must not change the fingerprint it records."""
-    from sdmad_lite import run as R
+    from sdmad_lite import cache as R
     from sdmad_lite.io import PACKAGE_DIR
 
     out = PACKAGE_DIR / "resources" / "results" / "_test_sidecar.csv"
@@ -293,13 +302,13 @@ def test_a_sidecar_inside_the_package_leaves_the_code_fingerprint_alone(tmp_path
         R.code_fingerprint.cache_clear()
         before = R.code_fingerprint()
         X.sweep(ExperimentConfig(), ["sdmad"], [0], [4], out)
-        X.write_results(_csv_rows(out), out, "test")
+        RS.save_results(_csv_rows(out), out, "test")
         R.code_fingerprint.cache_clear()
-        assert X.sidecar_path(out).is_file() and R.code_fingerprint() == before
-        assert X.read_results(out)[1]["current"]
+        assert RS.sidecar_path(out).is_file() and R.code_fingerprint() == before
+        assert RS.read_results(out)[1]["code_current"]
     finally:
         out.unlink(missing_ok=True)
-        X.sidecar_path(out).unlink(missing_ok=True)
+        RS.sidecar_path(out).unlink(missing_ok=True)
         R.code_fingerprint.cache_clear()
 
 
@@ -312,7 +321,8 @@ def test_sdmad_study_writes_the_rows_of_a_study_and_its_sidecar(tmp_path, monkey
 
     def fake_many(cfgs, workers=None):
         asked.append((len(cfgs), workers))
-        return [_row(c) | {"sign_noise": c.selection.noise, "sign_noise_kind": c.selection.noise_kind} for c in cfgs]
+        return [_row(c) | {"selection.noise": c.selection.noise, "selection.noise_kind": c.selection.noise_kind}
+                for c in cfgs]
 
     monkeypatch.setattr(studies, "STUDIES", {**studies.STUDIES, "sign-noise": lambda: studies.sign_noise(seeds=(0,))})
     monkeypatch.setattr(E, "run_many", fake_many)
@@ -320,9 +330,9 @@ def test_sdmad_study_writes_the_rows_of_a_study_and_its_sidecar(tmp_path, monkey
     assert main(["study", "sign-noise", "--out", str(out), "--workers", "3"]) == 0
     n = len(studies.sign_noise(seeds=(0,)))
     assert asked == [(n, 3)] and len(_csv_rows(out)) == n
-    df, meta = X.read_results(out)
-    assert meta["current"] and meta["rows"] == n and meta["command"].startswith("sdmad study sign-noise")
-    assert set(df.sign_noise_kind) == set(studies.NOISE_KINDS) and df.sign_noise.max() == 1.0
+    df, meta = RS.read_results(out)
+    assert meta["code_current"] and meta["rows"] == n and meta["command"].startswith("sdmad study sign-noise")
+    assert set(df["selection.noise_kind"]) == set(studies.NOISE_KINDS) and df["selection.noise"].max() == 1.0
     with pytest.raises(SystemExit):
         main(["study", "no-such-study", "--out", str(out)])
     assert "invalid choice: 'no-such-study'" in capsys.readouterr().err  # argparse names the studies

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import datetime
 
-from ..config import ExperimentConfig, default_config
-from ..methods import ALL_METHODS
 from .. import studies
-from ..run import load_experiment, run, run_many
-from ..sweep import save_results, sidecar_path, sweep, write_results
+from ..config import ExperimentConfig, default_config
+from ..executor import run_many
+from ..methods import ALL_METHODS, load_experiment
+from ..results import save_results, sidecar_path, write_meta
+from ..run import run
+from ..sweep import sweep
 from . import checks
 
 
@@ -38,7 +40,7 @@ def _sweep(args: argparse.Namespace) -> int:
     rows = sweep(base, methods, args.seeds, args.shots, args.out,
                  backend=args.backend, workers=args.workers, progress=True, ray_address=args.ray_address,
                  cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
-    write_results(rows, args.out, command=args.command_line)
+    write_meta(args.out, command=args.command_line, date=datetime.date.today().isoformat(), rows=len(rows))
     print(f"{len(rows)} rows in {args.out} (its command and library version in {sidecar_path(args.out).name})")
     return 0
 

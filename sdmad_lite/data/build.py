@@ -6,7 +6,9 @@ each capped by ``data.n_test`` / ``data.n_pool`` with a seeded subset.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,18 +143,45 @@ def data_fingerprint(ds) -> str:
     return file_fingerprint(paths)
 
 
-def check_feasible(cfg: ExperimentConfig) -> str:
-    """Fail before any feature is extracted (and before a run folder is made) when the pool cannot
-    give ``k_shot`` shots per category and ``k_shot`` normal images; return the data fingerprint."""
-    if cfg.data.dataset.startswith("phantom-"):
-        _, test, pool = phantom_datasets(cfg)
-    else:
-        test, pool = real_datasets(cfg)
+def build_datasets(cfg: ExperimentConfig):
+    """``(modality or None, test, pool)`` of a config: a phantom world (:func:`phantom_datasets`) or a real
+    dataset (:func:`real_datasets`). Built once per process for each data setting (the datasets read
+    their images lazily), so the task, the feasibility check and the result cache share one build."""
+    key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
+    if key not in _DATASETS:
+        if cfg.data.dataset.startswith("phantom-"):
+            _DATASETS[key] = phantom_datasets(cfg)
+        else:
+            _DATASETS[key] = (None, *real_datasets(cfg))
+    return _DATASETS[key]
+
+
+_DATASETS: dict[str, tuple] = {}
+
+
+def check_feasible(pool, cfg: ExperimentConfig, categories: list[int] | None = None) -> None:
+    """Fail before any feature is extracted (and before a run folder is made) when ``pool`` cannot give
+    ``k_shot`` shots per category (of ``categories``: all by default) and ``k_shot`` normal images."""
+    y = np.asarray(pool.labels)
+    names = list(pool.categories)
+    exclude = None
+    if categories is not None:
+        held = np.setdiff1d(np.arange(y.shape[1]), categories)
+        exclude = np.flatnonzero(y[:, held].any(1))
+        y, names = y[:, categories], [names[c] for c in categories]
     try:
-        sample_few_shot(pool.labels, cfg.k_shot, cfg.seed, n_normal=cfg.k_shot, categories=list(pool.categories))
+        sample_few_shot(y, cfg.k_shot, cfg.seed, n_normal=cfg.k_shot, exclude=exclude, categories=names)
     except PoolTooSmallError as e:
         raise PoolTooSmallError(f"k_shot = {cfg.k_shot} cannot be drawn from the pool of {len(pool)} images "
                                 f"of {cfg.data.dataset}: {e}") from None
+
+
+def fingerprint(cfg: ExperimentConfig) -> str:
+    """What identifies the images a config reads: ``phantom`` for a phantom world (its images are a
+    function of the config and the code), else a fingerprint of the real files (:func:`data_fingerprint`)."""
+    if cfg.data.dataset.startswith("phantom-"):
+        return "phantom"
+    _, test, pool = build_datasets(cfg)
     return data_fingerprint(test) + data_fingerprint(pool)
 
 

@@ -23,14 +23,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from sdmad_lite.data import tables
-from sdmad_lite.data.images import DICOM_SUFFIXES, _scale_to_uint8, load_image, pil_to_array
+from . import tables
+from .images import DICOM_SUFFIXES, _scale_to_uint8, load_image, pil_to_array
+from ..errors import SdmadError
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(SdmadError, FileNotFoundError):
     """A dataset folder or file is missing or laid out differently than expected."""
 
 

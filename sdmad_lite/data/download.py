@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..io import file_hash
+from ..errors import SdmadError
 
 USER_AGENT = "sdmad-lite-download/0.1"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SdmadError, RuntimeError):
     """The download failed (network, HTTP status, size)."""
 
 

@@ -12,8 +12,8 @@ abnormal images that carry ``c``, and the number of distinct abnormal images is 
 Everything is drawn from rows not in ``exclude`` (the evaluation set), so support and
 evaluation never overlap. Same labels, ``k``, ``seed`` -> same split.
 
-:func:`draw_support` is the draw of an experiment: k shots per category and k normals from the
-pool, with a seeded share per stratum held out for early stopping (a :class:`Support`).
+:func:`validation_rows` turns a draw into the :class:`Support` of an experiment, a seeded share per
+stratum held out for early stopping; an experiment draws it with ``Task.draw_support``.
 """
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from typing import Sequence
 import numpy as np
 
 from ..io import atomic_write
+from ..errors import SdmadError
 
 SPLIT_FORMAT = "sdmad-lite/fewshot-split/v1"
 
 
-class PoolTooSmallError(ValueError):
+class PoolTooSmallError(SdmadError, ValueError):
     """A category (or the normal class) has fewer images to draw from than the shots asked for."""
 
 
@@ -176,28 +177,9 @@ class Support:
         return np.concatenate([self.train, self.val])
 
 
-def draw_support(y_pool: np.ndarray, k: int, seed: int, val_fraction: float = 0.25,
-                 categories: list[int] | None = None, names: Sequence[str] | None = None,
-                 split_file: str | os.PathLike | None = None) -> Support:
-    """k shots per category and k normals from the pool ``y_pool`` (N, C); a seeded share to validation.
-
-    ``categories``: restrict to these category columns (open-set runs hold one out): rows carrying
-    a held-out category are neither shots nor normals. The validation rows are drawn per stratum
-    (each category's shots, the normals) so that, when k ≥ 2, every category has a shot in both
-    parts. ``names``: the category names of all columns; ``split_file``: where to write the draw.
-    """
-    y_pool = np.asarray(y_pool)
-    y = y_pool if categories is None else y_pool[:, categories]
-    all_names = list(names) if names is not None else [str(j) for j in range(y_pool.shape[1])]
-    picked = all_names if categories is None else [all_names[c] for c in categories]
-    if categories is not None:
-        held = np.setdiff1d(np.arange(y_pool.shape[1]), categories)
-        exclude = np.flatnonzero(y_pool[:, held].any(1))
-    else:
-        exclude = None
-    split = sample_few_shot(y, k, seed, n_normal=k, exclude=exclude, categories=picked)
-    if split_file:
-        save_split(split, split_file)
+def validation_rows(split: FewShotSplit, seed: int, val_fraction: float = 0.25) -> Support:
+    """The support set of a draw, a seeded share of each stratum (each category's shots, the normals) to
+    validation, so that, when k ≥ 2, every category has a shot in both parts."""
     rng = np.random.default_rng([seed, 7])
     val: set[int] = set()
     strata = [sorted(v) for v in split.support.values()] + [sorted(split.normal)]

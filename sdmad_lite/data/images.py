@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from ..errors import SdmadError
 
 _HELP = "see sdmad_lite/data_scripts/README.md for how to get and prepare the datasets"
 #: file suffixes read as DICOM
@@ -29,7 +30,7 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff") + DICOM_SUFFIXES
 
 
-class ImageLoadError(OSError):
+class ImageLoadError(SdmadError, OSError):
     """An image file is missing, empty, truncated or not an image."""
 
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from sdmad_lite.data import tables
+from . import tables
 
 UNIT: dict[str, str] = {
     "chestxray14": "image (official train_val + test lists)",

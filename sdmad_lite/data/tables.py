@@ -23,7 +23,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from sdmad_lite.io import RESOURCES
+from ..errors import SdmadError
+from ..io import RESOURCES
 
 CHESTXRAY14_LABELS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -49,7 +50,7 @@ FASTMRI_DIR = RESOURCES / "fastmri_plus"
 OCT2017_DIR = RESOURCES / "oct2017"
 
 
-class TableError(ValueError):
+class TableError(SdmadError, ValueError):
     """A shipped (or user-given) table is missing, malformed, or lacks a column."""
 
 

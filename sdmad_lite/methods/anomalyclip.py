@@ -81,12 +81,11 @@ def _loss(glob, maps, y_full, w, local_weight):
 
 
 @dataclass
-class FittedAnomalyCLIP:
+class FittedAnomalyCLIP(T.Fitted):
     prompts: ObjectAgnosticPrompts
     task: Task
     tau: float
     tuned: T.Tuned | None = None
-    kept = None
 
     @property
     def n_parameters(self) -> int:
@@ -105,7 +104,7 @@ def _train(task, rows, cols, cfg, points, n_folds, w_tr, w_va, epochs, patience)
     m = len(points) * n_folds
     depth = max(1, min(ac.depth, len(task.backbone.model.transformer.resblocks) - 1))
     prompts = ObjectAgnosticPrompts(task.backbone, len(cols), ac.n_ctx, depth, ac.deep_tokens, m)
-    lr = torch.tensor([float(p.get("anomalyclip.lr", ac.lr)) for p in points for _ in range(n_folds)])
+    lr = T.per_model(points, n_folds, "anomalyclip.lr", ac.lr)
     model_of = torch.arange(m)
     opt = StackedAdamW([(prompts.ctx, 0, model_of), (prompts.deep, 0, model_of)], lr, torch.zeros(m), betas=(0.5, 0.999))
     v, p = frozen_views(task, task.pool_feats.subset(rows))
@@ -128,19 +127,14 @@ def _train(task, rows, cols, cfg, points, n_folds, w_tr, w_va, epochs, patience)
 def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedAnomalyCLIP:
     rows = support.all
     ones = torch.ones(1, len(rows))
-    tau = cfg.loss.temperature
-    if cfg.tuning.folds < 2:
-        prompts, _ = _train(task, rows, cols, cfg, [{}], 1, ones, None, cfg.anomalyclip.epochs, cfg.anomalyclip.epochs + 1)
-        return FittedAnomalyCLIP(prompts, task, tau)
-    tc = cfg.tuning
-    y = task.y_pool[rows][:, cols]
-    folds = T.assign_folds(y, tc.folds, cfg.seed)
-    points = T.grid_points(tc.grid)
-    fold_of_model = torch.arange(len(points) * tc.folds) % tc.folds
-    in_val = torch.as_tensor(folds)[None, :] == fold_of_model[:, None]
-    _, record = _train(task, rows, cols, cfg, points, tc.folds, (~in_val).float(), in_val.float(), tc.max_epochs,
-                       tc.patience)
-    tuned = T.choose_from_stack(record, points, tc.folds, folds, y, tc.max_epochs)
-    prompts, _ = _train(task, rows, cols, T.apply_point(cfg, tuned.point), [{}], 1, ones, None, tuned.epochs,
-                        tuned.epochs + 1)
-    return FittedAnomalyCLIP(prompts, task, tau, tuned)
+
+    def on_all(c: ExperimentConfig, epochs: int) -> FittedAnomalyCLIP:
+        prompts, _ = _train(task, rows, cols, c, [{}], 1, ones, None, epochs, epochs + 1)
+        return FittedAnomalyCLIP(prompts, task, cfg.loss.temperature)
+
+    def stack(cv: T.CV):
+        return _train(task, rows, cols, cfg, cv.points, cv.n_folds, *cv.masks(), cfg.tuning.max_epochs,
+                      cfg.tuning.patience)[1]
+
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: on_all(cfg, cfg.anomalyclip.epochs), stack=stack,
+                       refit=lambda final, tuned: on_all(final, tuned.epochs))

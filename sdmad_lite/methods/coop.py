@@ -53,11 +53,10 @@ def _loss(pc, pa, y, yab, w):
 
 
 @dataclass
-class FittedCoop:
+class FittedCoop(T.Fitted):
     prompts: LearnedContext
     tau: float
     tuned: T.Tuned | None = None
-    kept = None
 
     @property
     def n_parameters(self) -> int:
@@ -75,8 +74,8 @@ def _train(task: Task, rows: np.ndarray, cols: list[int], cfg: ExperimentConfig,
     m = len(points) * n_folds
     names = [task.bank.category_name(task.categories[c]) for c in cols]
     prompts = LearnedContext(task.backbone, names, task.bank.obj, cfg.coop.n_ctx, m)
-    lr = torch.tensor([float(p.get("coop.lr", cfg.coop.lr)) for p in points for _ in range(n_folds)])
-    wd = torch.tensor([float(p.get("coop.weight_decay", cfg.coop.weight_decay)) for p in points for _ in range(n_folds)])
+    lr = T.per_model(points, n_folds, "coop.lr", cfg.coop.lr)
+    wd = T.per_model(points, n_folds, "coop.weight_decay", cfg.coop.weight_decay)
     opt = StackedAdamW([(prompts.ctx, 0, torch.arange(m))], lr, wd)
     v = task.pool_feats.pooled[rows]
     ys = task.y_pool[rows][:, cols]
@@ -98,18 +97,14 @@ def _train(task: Task, rows: np.ndarray, cols: list[int], cfg: ExperimentConfig,
 def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedCoop:
     rows = support.all
     ones = torch.ones(1, len(rows))
-    if cfg.tuning.folds < 2:
-        prompts, _ = _train(task, rows, cols, cfg, [{}], 1, ones, None, cfg.coop.epochs, cfg.coop.epochs + 1)
+
+    def on_all(c: ExperimentConfig, epochs: int) -> FittedCoop:
+        prompts, _ = _train(task, rows, cols, c, [{}], 1, ones, None, epochs, epochs + 1)
         return FittedCoop(prompts, cfg.loss.temperature)
-    tc = cfg.tuning
-    y = task.y_pool[rows][:, cols]
-    folds = T.assign_folds(y, tc.folds, cfg.seed)
-    points = T.grid_points(tc.grid)
-    fold_of_model = torch.arange(len(points) * tc.folds) % tc.folds
-    in_val = torch.as_tensor(folds)[None, :] == fold_of_model[:, None]
-    _, record = _train(task, rows, cols, cfg, points, tc.folds, (~in_val).float(), in_val.float(), tc.max_epochs,
-                       tc.patience)
-    tuned = T.choose_from_stack(record, points, tc.folds, folds, y, tc.max_epochs)
-    final = T.apply_point(cfg, tuned.point)
-    prompts, _ = _train(task, rows, cols, final, [{}], 1, ones, None, tuned.epochs, tuned.epochs + 1)
-    return FittedCoop(prompts, cfg.loss.temperature, tuned)
+
+    def stack(cv: T.CV):
+        return _train(task, rows, cols, cfg, cv.points, cv.n_folds, *cv.masks(), cfg.tuning.max_epochs,
+                      cfg.tuning.patience)[1]
+
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: on_all(cfg, cfg.coop.epochs), stack=stack,
+                       refit=lambda final, tuned: on_all(final, tuned.epochs))

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import tuning as T
 from ..config import ExperimentConfig
 from ..data.fewshot import Support
 from ..models.sdmad import TextBank
 from ..task import Task
-from .sdmad import FittedSDMAD, cross_validate, train_head
+from .sdmad import FittedSDMAD, fit_heads
 
 
 def generic_bank(task: Task, n: int) -> TextBank:
@@ -23,9 +22,4 @@ def generic_bank(task: Task, n: int) -> TextBank:
 
 def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedSDMAD:
     text = generic_bank(task, len(cols))
-    if cfg.tuning.folds >= 2:
-        tuned = cross_validate(task, support, cfg, cols, text, lambda rows: text, T.grid_points(cfg.tuning.grid))
-        res = train_head(task, support.all, T.apply_point(cfg, tuned.point), text, cols, tuned.epochs)
-        return FittedSDMAD(res, task, text, cfg.model.adapter_mode, None, tuned)
-    res = train_head(task, support.train, cfg, text, cols, cfg.train.epochs, held_out=support.val)
-    return FittedSDMAD(res, task, text, cfg.model.adapter_mode, None)
+    return fit_heads(task, support, cfg, cols, text, text, lambda rows: text, None)

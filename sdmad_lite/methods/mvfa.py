@@ -93,7 +93,7 @@ def bank_distance(z: torch.Tensor, bank: torch.Tensor, allowed: torch.Tensor, ch
 
 
 @dataclass
-class FittedMVFA:
+class FittedMVFA(T.Fitted):
     adapters: DetectionAdapters
     task: Task
     cols: list[int]
@@ -105,7 +105,6 @@ class FittedMVFA:
     lo: torch.Tensor | None = None  # fusion statistics (2, 1 + C) from the support set
     hi: torch.Tensor | None = None
     tuned: T.Tuned | None = None
-    kept = None
 
     @property
     def n_parameters(self) -> int:
@@ -149,7 +148,7 @@ def _train(task, rows, cols, cfg, points, n_folds, w_tr, w_va, epochs, patience)
     m = len(points) * n_folds
     bb = task.backbone
     ad = DetectionAdapters(len(task.blocks), bb.width, bb.embed_dim, m)
-    lr = torch.tensor([float(p.get("mvfa.lr", cfg.mvfa.lr)) for p in points for _ in range(n_folds)])
+    lr = T.per_model(points, n_folds, "mvfa.lr", cfg.mvfa.lr)
     opt = StackedAdamW([(ad.w, 1, torch.arange(m))], lr, torch.zeros(m), betas=(0.5, 0.999))
     feats = task.pool_feats.subset(rows)
     patches = feats.patch_tokens(task.blocks, "MVFA")
@@ -185,31 +184,25 @@ def _fitted(task, rows, cols, ad, t_n, t_abn, model: int = 0) -> FittedMVFA:
 def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedMVFA:
     rows = support.all
     ones = torch.ones(1, len(rows))
-    if cfg.tuning.folds < 2:
-        ad, _, t_n, t_abn = _train(task, rows, cols, cfg, [{}], 1, ones, None, cfg.mvfa.epochs, cfg.mvfa.epochs + 1)
+
+    def on_all(c: ExperimentConfig, epochs: int) -> FittedMVFA:
+        ad, _, t_n, t_abn = _train(task, rows, cols, c, [{}], 1, ones, None, epochs, epochs + 1)
         return _fitted(task, rows, cols, ad, t_n, t_abn)
-    tc = cfg.tuning
-    y = task.y_pool[rows][:, cols]
-    folds = T.assign_folds(y, tc.folds, cfg.seed)
-    points = T.grid_points(tc.grid)
-    fold_of_model = torch.arange(len(points) * tc.folds) % tc.folds
-    in_val = torch.as_tensor(folds)[None, :] == fold_of_model[:, None]
-    _, record, t_n, t_abn = _train(task, rows, cols, cfg, points, tc.folds, (~in_val).float(), in_val.float(),
-                                   tc.max_epochs, tc.patience)
-    tuned = T.choose_from_stack(record, points, tc.folds, folds, y, tc.max_epochs)  # zero-shot branch: epochs, point
-    final = T.apply_point(cfg, tuned.point)
-    # out-of-fold scores of the chosen point with both branches: one model per fold, its bank its own folds
-    g = points.index(tuned.point)
-    fold_ad, _, _, _ = _train(task, rows, cols, final, [{}], tc.folds, (~in_val[g * tc.folds:(g + 1) * tc.folds]).float(),
-                              None, tuned.epochs, tuned.epochs + 1)
-    oof = np.zeros((len(rows), 1 + len(cols)))
-    for f in range(tc.folds):
-        tr, va = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-        fm = _fitted(task, rows[tr], cols, fold_ad, t_n, t_abn, model=f)
-        c, a = fm.scores(task.pool_feats.subset(rows[va]), rows[va])
-        oof[va, 1:], oof[va, 0] = c, a
-    tuned.oof_cat, tuned.oof_anchor = oof[:, 1:], oof[:, 0]
-    ad, _, _, _ = _train(task, rows, cols, final, [{}], 1, ones, None, tuned.epochs, tuned.epochs + 1)
-    out = _fitted(task, rows, cols, ad, t_n, t_abn)
-    out.tuned = tuned
-    return out
+
+    def stack(cv: T.CV):  # the zero-shot branch's held-out loss and scores choose the point and the epochs
+        return _train(task, rows, cols, cfg, cv.points, cv.n_folds, *cv.masks(), cfg.tuning.max_epochs,
+                      cfg.tuning.patience)[1]
+
+    def out_of_fold(cv: T.CV, tuned: T.Tuned, final: ExperimentConfig):
+        """Both branches at the chosen point: one model per fold, its memory bank its own folds."""
+        fold_ad, _, t_n, t_abn = _train(task, rows, cols, final, [{}], cv.n_folds, cv.masks(1)[0], None,
+                                        tuned.epochs, tuned.epochs + 1)
+        oof = np.zeros((len(rows), 1 + len(cols)))
+        for f in range(cv.n_folds):
+            tr, va = cv.split(f)
+            fm = _fitted(task, rows[tr], cols, fold_ad, t_n, t_abn, model=f)
+            oof[va, 1:], oof[va, 0] = fm.scores(task.pool_feats.subset(rows[va]), rows[va])
+        return oof[:, 1:], oof[:, 0]
+
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: on_all(cfg, cfg.mvfa.epochs), stack=stack,
+                       out_of_fold=out_of_fold, refit=lambda final, tuned: on_all(final, tuned.epochs))

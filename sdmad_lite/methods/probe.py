@@ -33,11 +33,10 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, wd: float, steps: int = 300, 
 
 
 @dataclass
-class FittedProbe:
+class FittedProbe(T.Fitted):
     lin: torch.nn.Linear
     scale: float
     tuned: T.Tuned | None = None
-    kept = None
 
     @property
     def n_parameters(self) -> int:
@@ -60,15 +59,9 @@ def _fit(task: Task, rows: np.ndarray, cols: list[int], cfg: ExperimentConfig) -
 
 def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedProbe:
     rows = support.all
-    if cfg.tuning.folds < 2:
-        return _fit(task, rows, cols, cfg)
-    y = task.y_pool[rows][:, cols]
-    folds = T.assign_folds(y, cfg.tuning.folds, cfg.seed)
 
-    def fit_score(point, tr, va):
+    def fold_score(point, tr, va):
         return _fit(task, rows[tr], cols, T.apply_point(cfg, point)).scores(task.pool_feats.subset(rows[va]))
 
-    tuned = T.choose_from_folds(fit_score, T.grid_points(cfg.tuning.grid), folds, y)
-    out = _fit(task, rows, cols, T.apply_point(cfg, tuned.point))
-    out.tuned = tuned
-    return out
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: _fit(task, rows, cols, cfg), fold_score=fold_score,
+                       refit=lambda final, tuned: _fit(task, rows, cols, final))

@@ -17,16 +17,15 @@ from ..config import ExperimentConfig
 from ..data.fewshot import Support
 from ..features import Features
 from ..task import Task
+from ..tuning import Fitted
 
 
 @dataclass
-class FittedReference:
+class FittedReference(Fitted):
     prior: np.ndarray  # (C,) probability of each category
     abnormal: float
     draw: bool  # predict by drawing at the prior (label-prior) or predict normal (always-normal)
     seed: int
-    kept = None
-    n_parameters = 0
 
     def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         n = len(feats)
@@ -40,10 +39,12 @@ class FittedReference:
         return np.column_stack([(cats.sum(1) == 0).astype(np.int8), cats])
 
 
-def fit_always_normal(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None):
+def fit_always_normal(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int],
+                      checkpoint=None) -> FittedReference:
     return FittedReference(np.zeros(len(cols)), 0.0, False, cfg.seed)
 
 
-def fit_label_prior(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None):
+def fit_label_prior(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int],
+                    checkpoint=None) -> FittedReference:
     y = task.y_pool[support.all][:, cols]
     return FittedReference(y.mean(0), float((y.sum(1) > 0).mean()), True, cfg.seed)

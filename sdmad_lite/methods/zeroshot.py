@@ -13,16 +13,15 @@ from ..data.fewshot import Support
 from ..features import Features
 from ..models.zeroshot import two_way_probability
 from ..task import Task
+from ..tuning import Fitted
 
 
 @dataclass
-class FittedZeroShot:
+class FittedZeroShot(Fitted):
     t_c: torch.Tensor  # (C, D) category texts
     t_n: torch.Tensor
     t_a: torch.Tensor
     tau: float
-    kept = None
-    n_parameters = 0
 
     def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         v = feats.pooled

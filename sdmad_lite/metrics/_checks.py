@@ -5,8 +5,9 @@ import math
 from typing import Any
 
 import numpy as np
+from ..errors import SdmadError
 
-class MetricInputError(ValueError):
+class MetricInputError(SdmadError, ValueError):
     """Inputs to a metric are malformed (shape, non-binary labels, NaN/inf scores)."""
 
 

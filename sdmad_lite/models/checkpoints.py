@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..io import sha256_file
+from ..errors import SdmadError
 
 PHANTOMCLIP = "phantomclip-tiny"
 MODELS_DIR = Path(__file__).resolve().parent
@@ -20,7 +21,7 @@ PHANTOMCLIP_NOAUX = MODELS_DIR / f"{PHANTOMCLIP}-noaux.pt"
 PHANTOMCLIP_NOAUX_CARD = MODELS_DIR / f"{PHANTOMCLIP}-noaux.card.json"
 
 
-class BackboneError(RuntimeError):
+class BackboneError(SdmadError, RuntimeError):
     """The backbone cannot be built as asked (unknown name, weights unavailable, bad checkpoint)."""
 
 

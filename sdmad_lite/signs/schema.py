@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import SdmadError
+
 SIGNS_DIR = Path(__file__).resolve().parent
 TEMPLATES_FILE = SIGNS_DIR / "templates.yaml"
 #: kinds of candidate: a visual sign of the modality, or what an LLM also writes: history,
@@ -22,7 +24,7 @@ N_SELECTED = (3, 5)
 _ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
-class SignFileError(ValueError):
+class SignFileError(SdmadError, ValueError):
     """A sign or template file is invalid; the message lists ``file:line: problem`` lines."""
 
 

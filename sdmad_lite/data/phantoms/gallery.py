@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # no backend is forced here: notebooks keep the
 import numpy as np
 from PIL import Image
 
-from sdmad_lite.io import RESOURCES
+from ...io import RESOURCES
 
 from .catalogue import get_modality
 from .world import render

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from sdmad_lite.seeding import rng as derive
+from ...seeding import rng as derive
 
 F32 = np.float32
 Patch = tuple[slice, slice]

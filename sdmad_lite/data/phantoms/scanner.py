@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from sdmad_lite.seeding import rng as derive
+from ...seeding import rng as derive
 
 from .primitives import F32, smooth_noise, to_uint8
 

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from sdmad_lite.data.tables import label_rows
-from sdmad_lite.seeding import rng as derive
+from ...seeding import rng as derive
+from ..tables import label_rows
 
 from .catalogue import ModalitySpec, get_modality
 from .primitives import Scene, bbox, to_uint8

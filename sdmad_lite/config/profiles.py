@@ -8,16 +8,13 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from . import settings
+from .. import settings
+from ..errors import ConfigError, SdmadError
 
 PROFILE_ENV = settings.PROFILE
 
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix (unknown key, wrong type, unknown profile)."""
-
-
-class ProfileUnavailableError(RuntimeError):
+class ProfileUnavailableError(SdmadError, RuntimeError):
     """A profile needs something (network, weights, data) that this machine does not have."""
 
 

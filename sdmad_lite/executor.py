@@ -1,0 +1,146 @@
+"""Many runs at once: the one executor of :func:`run_many` and the sweeps — a local process pool or Ray.
+
+Every run seeds itself and trains on one thread (:class:`~sdmad_lite.train.one_thread`), so runs in
+parallel processes use the cores that one run alone leaves idle, and the rows do not depend on the
+number of workers. Runs already in the result cache are answered at once.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from . import cache, methods, settings
+from .config import ExperimentConfig
+from .errors import ConfigError
+from .features import PATCHES
+from .run import run_cached
+from .task import get_task, task_key
+
+
+def default_workers() -> int:
+    """Worker processes: ``SDMAD_WORKERS`` or the usable cores (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return settings.workers(max(1, min(8, cores)))
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Worker initialiser: end this worker when the process that started the pool is gone (killed,
+    or interrupted before the pool could shut down), instead of staying alive with its memory."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes for runs. Spawned, not forked: a forked child of a process
+    that has run torch's thread pools can hang. A worker ends when the parent dies."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def run_job(cfg_dict: dict) -> dict:
+    """One run in a worker process: the config as a dict, run exactly as given (cached)."""
+    return run_cached(ExperimentConfig.from_dict(cfg_dict))
+
+
+def warm_task(cfg_dict: dict, patches: str = "all") -> None:
+    """Build the task of a config in a worker process: its frozen features land in the disk cache."""
+    get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches)
+
+
+def forwarded_env() -> dict[str, str]:
+    """The variables a remote (Ray) worker needs to run as this process would (never a token: ``HF_TOKEN``
+    stays on this machine)."""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(("SDMAD_", "OMP_NUM_THREADS")) or k in ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE")}
+
+
+def _ray_start(ray, workers: int, address: str | None) -> None:
+    """Join ``address`` / ``RAY_ADDRESS`` when given, else start a local instance of ``workers`` CPUs."""
+    if ray.is_initialized():
+        return
+    env = {"env_vars": forwarded_env()}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, runtime_env=env, ignore_reinit_error=True)
+    else:
+        ray.init(num_cpus=max(1, workers), include_dashboard=False, ignore_reinit_error=True, runtime_env=env)
+
+
+def _local(cfgs: list[ExperimentConfig], todo: list[int], workers: int) -> Iterator[tuple[int, dict]]:
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            yield i, run_cached(cfgs[i])
+        return
+    with process_pool(min(workers, len(todo))) as ex:
+        # first the distinct tasks, one per worker at a time (no two workers extract the same features),
+        # with the most patches any of their runs reads (the others read their class tokens from those files)
+        tasks, patches = {}, {}
+        for i in todo:
+            key, p = task_key(cfgs[i]), methods.patches_read(cfgs[i])
+            tasks.setdefault(key, cfgs[i].to_dict())
+            patches[key] = max(patches.get(key, p), p, key=PATCHES.index)
+        list(ex.map(warm_task, list(tasks.values()), [patches[k] for k in tasks]))
+        futures = {ex.submit(run_job, cfgs[i].to_dict()): i for i in todo}
+        for f in as_completed(futures):
+            yield futures[f], f.result()
+
+
+def _ray(cfgs: list[ExperimentConfig], todo: list[int], workers: int, opts: dict) -> Iterator[tuple[int, dict]]:
+    try:
+        import ray  # deferred on purpose: Ray is a heavy optional dependency (the ray extra)
+    except ImportError:
+        raise ConfigError("backend 'ray' needs Ray: pip install 'sdmad-lite[ray]'") from None
+    _ray_start(ray, workers, opts.get("address"))
+    remote = ray.remote(num_cpus=opts.get("num_cpus", 1.0), num_gpus=opts.get("num_gpus", 0.0))(run_job)
+    pending = {remote.remote(cfgs[i].to_dict()): i for i in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        yield pending.pop(ready[0]), ray.get(ready[0])
+
+
+def iter_runs(cfgs: Sequence[ExperimentConfig], workers: int | None = None, backend: str = "local",
+              progress: bool = False, ray_opts: dict | None = None) -> Iterator[tuple[int, dict]]:
+    """``(index, row)`` of every config as its run finishes (cached rows first). ``backend``: ``local``
+    (one after the other with ``workers`` 1, else a process pool) or ``ray`` (``ray_opts``: ``address``,
+    ``num_cpus``, ``num_gpus`` per run; a Ray instance already initialised in this process is used)."""
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; choose local or ray")
+    cfgs = list(cfgs)
+    workers = default_workers() if workers is None else int(workers)
+    bar = tqdm(total=len(cfgs), disable=not progress, desc="runs")
+    todo = []
+    for i, c in enumerate(cfgs):
+        row = cache.read(c)
+        if row is None:
+            todo.append(i)
+        else:
+            bar.update()
+            yield i, row
+    rows = _ray(cfgs, todo, workers, ray_opts or {}) if backend == "ray" else _local(cfgs, todo, workers)
+    for i, row in rows:
+        bar.update()
+        yield i, row
+    bar.close()
+
+
+def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None, backend: str = "local",
+             progress: bool = False) -> list[dict]:
+    """:func:`~sdmad_lite.run.run_cached` for every config, rows in the order of ``cfgs`` (:func:`iter_runs`)."""
+    cfgs = list(cfgs)
+    rows: list[dict | None] = [None] * len(cfgs)
+    for i, row in iter_runs(cfgs, workers, backend, progress):
+        rows[i] = row
+    return rows  # type: ignore[return-value]
