@@ -1,9 +1,13 @@
-"""The resumable download helper against a local HTTP server, and the fastMRI converter."""
+"""The resumable download helper against a local HTTP server, the fastMRI converter, and the dataset
+scripts' three entry points (``sdmad prepare NAME``, ``python -m sdmad_lite.data_scripts.NAME``,
+``data_scripts/NAME.py``)."""
 from __future__ import annotations
 
 import hashlib
 import http.server
-import importlib.util
+import importlib
+import re
+import runpy
 import sys
 import threading
 from pathlib import Path
@@ -145,13 +149,11 @@ def test_unreachable(tmp_path):
 
 # --------------------------------------------------------------------------- fastMRI converter
 
+SCRIPTS = ["chestxray14", "oct2017", "medmnist", "fastmri_brain"]
+
+
 def _load_script(name: str):
-    modname = f"_sdmad_data_scripts_{name}"
-    spec = importlib.util.spec_from_file_location(modname, REPO / "sdmad_lite" / "data_scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"sdmad_lite.data_scripts.{name}")
 
 
 def test_fastmri_converter_without_h5py(tmp_path):
@@ -219,10 +221,62 @@ def test_extract_tar_and_oct_layout(tmp_path):
     assert not (tmp_path / "escape.txt").exists()
 
 
-@pytest.mark.parametrize("name", ["chestxray14", "oct2017", "medmnist", "fastmri_brain"])
-def test_scripts_have_cli(name, capsys):
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_scripts_have_cli(name, capsys, monkeypatch):
+    """The library's ``main``, the thin script of the repository's ``data_scripts/`` and ``sdmad prepare NAME``
+    show the same options."""
+    from sdmad_lite.cli import main as sdmad
+
     mod = _load_script(name)
+    helps = []
+    for call in (lambda: mod.main(["--help"]), lambda: sdmad(["prepare", name, "--help"]),
+                 lambda: runpy.run_path(str(REPO / "data_scripts" / f"{name}.py"), run_name="__main__")):
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", "--help"])
+        with pytest.raises(SystemExit) as e:
+            call()
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "usage" in out
+        helps.append(sorted(set(re.findall(r"--[a-z][a-z0-9-]*", out))))
+    assert helps[0] == helps[1] == helps[2] and "--help" in helps[0]
+
+
+def test_sdmad_prepare_lists_the_datasets_and_checks_arguments(capsys):
+    from sdmad_lite.cli import main as sdmad
+
     with pytest.raises(SystemExit) as e:
-        mod.main(["--help"])
-    assert e.value.code == 0
-    assert "usage" in capsys.readouterr().out
+        sdmad(["prepare", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(n in out for n in SCRIPTS)
+    with pytest.raises(SystemExit) as e:
+        sdmad(["prepare"])
+    assert e.value.code == 2 and "NAME" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        sdmad(["prepare", "chestxray14", "--root", "r", "--parts", "13"])
+    assert e.value.code == 2 and "parts must be in 1..12, got 13" in capsys.readouterr().err
+
+
+def test_sdmad_prepare_oct2017_from_an_archive(tmp_path, capsys):
+    """The whole command on a local archive: laid out as OCT2017/{train,test}/..., then checked against the
+    shipped test listing (one image of 1,000 is there: exit status 1, and it says what is missing)."""
+    from sdmad_lite.cli import main as sdmad
+
+    arch = tmp_path / "OCT2017.tar.gz"
+    _tar(arch, {"OCT2017 /test/CNV/CNV-1-1.jpeg": b"x", "OCT2017 /train/CNV/CNV-2-1.jpeg": b"y",
+                **{f"OCT2017 /test/{c}/.keep": b"" for c in ("DME", "DRUSEN", "NORMAL")}})
+    assert sdmad(["prepare", "oct2017", "--root", str(tmp_path / "data"), "--archive", str(arch), "--test-only"]) == 1
+    assert (tmp_path / "data" / "OCT2017" / "test" / "CNV" / "CNV-1-1.jpeg").is_file()
+    assert not (tmp_path / "data" / "OCT2017" / "train").exists() and not (tmp_path / "data" / "_extract").exists()
+    assert "missing 1000 files" in capsys.readouterr().out
+
+
+def test_medmnist_script_is_not_taken_for_the_package(monkeypatch):
+    """``python data_scripts/medmnist.py`` puts data_scripts/ first on sys.path; ``import medmnist`` must not
+    find the script there (nor the library's own medmnist.py)."""
+    mod = _load_script("medmnist")
+    for folder in (REPO / "data_scripts", REPO / "sdmad_lite" / "data_scripts"):
+        monkeypatch.setattr(sys, "path", [str(folder), *sys.path])
+        monkeypatch.delitem(sys.modules, "medmnist", raising=False)
+        found = mod._import_medmnist()
+        assert found is None or Path(found.__file__).parent.name == "medmnist"  # the package, when installed
+        assert sys.path[0] == str(folder)  # the import path is given back as it was

@@ -210,9 +210,9 @@ def test_chapter_15_runs_under_the_colab_profile_on_rehearsal_files(tmp_path):
     # a file that is not the manifest's is refused, not silently used
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({npz.name: "0" * 32}))
-    r = subprocess.run([sys.executable, "-m", "sdmad_lite.data_scripts.medmnist", "--flag", "chestmnist", "--root",
+    r = subprocess.run([sys.executable, "-m", "sdmad_lite.cli", "prepare", "medmnist", "--flag", "chestmnist", "--root",
                         str(data), "--manifest", str(bad)], capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "delete it and run again" in r.stderr
+    assert r.returncode == 2 and "sdmad prepare: error:" in r.stderr and "delete it and run again" in r.stderr
 
 
 def test_an_oct2017_test_only_download_serves_as_pool_and_test_when_asked(tmp_path):

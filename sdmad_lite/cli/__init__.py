@@ -10,10 +10,10 @@ import sys
 
 from ..version import __version__
 from ..info import print_config
-from . import data, experiments, models, signs
+from . import data, experiments, models, prepare, signs
 
 #: modules that register sub-commands, in the order ``sdmad --help`` lists them
-SUBCOMMANDS = (data, signs, models, experiments)
+SUBCOMMANDS = (data, prepare, signs, models, experiments)
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Download the NIH ChestX-ray14 images (12 archives, ~42 GB) into ``ROOT/images/``.
 
-    python -m sdmad_lite.data_scripts.chestxray14 --root data/chestxray14            # all 12 parts
-    python -m sdmad_lite.data_scripts.chestxray14 --root data/chestxray14 --parts 1  # first ~5k images
+    sdmad prepare chestxray14 --root data/chestxray14            # all 12 parts
+    sdmad prepare chestxray14 --root data/chestxray14 --parts 1  # first ~5k images
 
-The labels are shipped with sdmad_lite (official v2020 lists); only the PNGs are fetched.
+(also ``python -m sdmad_lite.data_scripts.chestxray14 ...``, or ``python data_scripts/chestxray14.py ...``
+in a clone). The labels are shipped with sdmad_lite (official v2020 lists); only the PNGs are fetched.
 Then ``ChestXray14Dataset("data/chestxray14", "test", skip_missing=True)``.
 Source: NIH Clinical Center, https://nihcc.app.box.com/v/ChestXray-NIHCC — no restriction on
 use; cite Wang et al., CVPR 2017 and acknowledge the NIH Clinical Center.
@@ -35,25 +36,48 @@ NIH_LINKS: tuple[str, ...] = (
 """images_001.tar.gz .. images_012.tar.gz; each extracts to ``images/*.png``."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--root", required=True, type=Path)
-    p.add_argument("--parts", type=int, nargs="*", default=list(range(1, 13)),
-                   help="which of the 12 archives (1..12); default all")
-    p.add_argument("--keep-archives", action="store_true")
-    a = p.parse_args(argv)
-    bad = [i for i in a.parts if not 1 <= i <= 12]
-    if bad:
-        p.error(f"parts must be in 1..12, got {bad}")
-    for i in a.parts:
-        archive = a.root / "archives" / f"images_{i:03d}.tar.gz"
+def _part(text: str) -> int:
+    """One archive number, 1..12 (an argparse type)."""
+    try:
+        i = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"parts are numbers 1..12, got {text!r}") from None
+    if not 1 <= i <= len(NIH_LINKS):
+        raise argparse.ArgumentTypeError(f"parts must be in 1..12, got {i}")
+    return i
+
+
+def fetch(root: Path, parts: list[int], keep_archives: bool = False) -> int:
+    """Download and extract the archives ``parts`` (1..12) into ``root/images``; return the PNGs extracted."""
+    total = 0
+    for i in parts:
+        archive = root / "archives" / f"images_{i:03d}.tar.gz"
         print(f"[{i}/12] {archive.name}")
         download(NIH_LINKS[i - 1], archive, progress=True)
-        n = extract_tar(archive, a.root, select=lambda name: name.startswith("images/"))
-        print(f"  extracted {n:,} PNGs into {a.root / 'images'}")
-        if not a.keep_archives:
+        n = extract_tar(archive, root, select=lambda name: name.startswith("images/"))
+        print(f"  extracted {n:,} PNGs into {root / 'images'}")
+        total += n
+        if not keep_archives:
             archive.unlink()
+    return total
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--parts", type=_part, nargs="*", default=list(range(1, 13)),
+                   help="which of the 12 archives (1..12); default all")
+    p.add_argument("--keep-archives", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    fetch(args.root, args.parts, args.keep_archives)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

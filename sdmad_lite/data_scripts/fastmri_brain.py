@@ -4,9 +4,10 @@
 No download: the fastMRI images need the fastMRI data-sharing agreement
 (https://fastmri.med.nyu.edu/). Once you hold the multicoil brain ``.h5`` files:
 
-    python -m sdmad_lite.data_scripts.fastmri_brain --h5 /data/fastmri/multicoil_val --out data/fastmri_brain_png
+    sdmad prepare fastmri_brain --h5 /data/fastmri/multicoil_val --out data/fastmri_brain_png
 
-writes ``{file}_{slice:03d}.png`` (e.g. ``file_brain_AXFLAIR_200_6002425_005.png``), 8-bit,
+(also ``python -m sdmad_lite.data_scripts.fastmri_brain ...``, or ``python data_scripts/fastmri_brain.py ...``
+in a clone) writes ``{file}_{slice:03d}.png`` (e.g. ``file_brain_AXFLAIR_200_6002425_005.png``), 8-bit,
 one intensity window per volume (min .. 99.5th percentile). Each slice is **flipped up/down**
 (``np.flipud``) by default: fastMRI+ drew its boxes on images flipped up/down when they were
 converted to DICOM, so after the flip the fastMRI+ box coordinates apply directly
@@ -95,17 +96,24 @@ def convert(h5_dir: str | Path, out_dir: str | Path, flip_ud: bool = True,
     return n
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--h5", required=True, help="folder with fastMRI brain .h5 files (searched recursively)")
     p.add_argument("--out", required=True, help="output folder for the PNG slices")
     p.add_argument("--no-flip", action="store_true", help="keep fastMRI's orientation (boxes will not match)")
     p.add_argument("--only-reviewed", action="store_true",
                    help="only the 1,001 volumes that fastMRI+ reviewed")
-    a = p.parse_args(argv)
-    n = convert(a.h5, a.out, flip_ud=not a.no_flip, only_reviewed=a.only_reviewed)
-    print(f"wrote {n} slices to {a.out}")
+
+
+def run(args: argparse.Namespace) -> int:
+    n = convert(args.h5, args.out, flip_ud=not args.no_flip, only_reviewed=args.only_reviewed)
+    print(f"wrote {n} slices to {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

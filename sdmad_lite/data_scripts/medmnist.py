@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Fetch MedMNIST+ ChestMNIST / OCTMNIST at 224 px (``{flag}_224.npz``) for the colab profile.
 
-    python -m sdmad_lite.data_scripts.medmnist --flag chestmnist --root data/medmnist
-    python -m sdmad_lite.data_scripts.medmnist --flag octmnist --root data/medmnist
+    sdmad prepare medmnist --flag chestmnist --root data/medmnist
+    sdmad prepare medmnist --flag octmnist --root data/medmnist
 
-Uses the ``medmnist`` package when installed (``pip install medmnist``); otherwise downloads
+(also ``python -m sdmad_lite.data_scripts.medmnist ...``, or ``python data_scripts/medmnist.py ...`` in a
+clone). Uses the ``medmnist`` package when installed (``pip install medmnist``); otherwise downloads
 the file from Zenodo (record 10519652) with sdmad_lite's resumable downloader and checks the
 MD5 that MedMNIST publishes. Then ``MedMNISTDataset("data/medmnist/chestmnist_224.npz",
 "chestmnist", "test")``. ChestMNIST = ChestX-ray14 (NIH, 14 findings, multi-label, same
@@ -15,14 +16,10 @@ MedMNIST); OCTMNIST = OCT2017 (labels 0..3 = CNV, DME, DRUSEN, NORMAL). Licence:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
-
-# This script is itself named medmnist.py: drop its folder from the import path so that
-# `import medmnist` finds the package, not this file.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from sdmad_lite.data.download import download
 
@@ -48,6 +45,21 @@ def checksums(manifest: Path | None) -> dict[str, str]:
     return table
 
 
+def _import_medmnist():
+    """The ``medmnist`` package, or None when it is not installed. This file, and the thin
+    ``data_scripts/medmnist.py`` of a clone, are named medmnist.py too: a script run by its path puts its
+    folder first on the import path, where ``import medmnist`` would find the script itself. Folders that
+    hold a plain ``medmnist.py`` are left out of the search (the package is a folder, ``medmnist/``)."""
+    saved = sys.path[:]
+    sys.path[:] = [p for p in saved if not (Path(p or ".") / "medmnist.py").is_file()]
+    try:
+        return importlib.import_module("medmnist")
+    except ImportError:
+        return None
+    finally:
+        sys.path[:] = saved
+
+
 def fetch(flag: str, root: Path, size: int = 224, manifest: Path | None = None) -> Path:
     """Download ``{flag}_{size}.npz`` into ``root``; return its path. A file already there is kept when
     its MD5 is the expected one (MedMNIST's, or ``manifest``'s) and refused otherwise."""
@@ -58,13 +70,9 @@ def fetch(flag: str, root: Path, size: int = 224, manifest: Path | None = None) 
         if size != 224 or name not in table:
             raise SystemExit(f"--manifest {manifest} has no entry for {name}")
         return download(ZENODO_224[flag][0], root / name, md5=table[name], progress=True)
-    try:
-        import medmnist
-        from medmnist import INFO
-    except ImportError:
-        medmnist = None
+    medmnist = _import_medmnist()
     if medmnist is not None:
-        cls = getattr(medmnist, INFO[flag]["python_class"])
+        cls = getattr(medmnist, medmnist.INFO[flag]["python_class"])
         cls(split="test", download=True, size=size, root=str(root))
         return root / (f"{flag}_{size}.npz" if size != 28 else f"{flag}.npz")
     if size != 224:
@@ -73,16 +81,23 @@ def fetch(flag: str, root: Path, size: int = 224, manifest: Path | None = None) 
     return download(url, root / f"{flag}_224.npz", md5=md5, progress=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flag", choices=sorted(ZENODO_224), required=True)
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--size", type=int, default=224, choices=[28, 64, 128, 224])
     p.add_argument("--manifest", type=Path, default=None,
                    help="JSON {file name: md5} that replaces MedMNIST's published checksums (a mirror's files)")
-    a = p.parse_args(argv)
-    print(fetch(a.flag, a.root, a.size, a.manifest))
+
+
+def run(args: argparse.Namespace) -> int:
+    print(fetch(args.flag, args.root, args.size, args.manifest))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":
