@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import SdmadError
 from ..version import __version__
 from ..info import print_config
 from . import data, experiments, models, prepare, signs
@@ -34,10 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def is_user_error(e: BaseException) -> bool:
-    """An error the user can fix: one of the library's own error classes (bad config, file, data,
-    weights, run folder, setting). A plain ``ValueError`` or ``KeyError`` from elsewhere is a bug and
-    keeps its traceback."""
-    return any(c.__module__.startswith("sdmad_lite") for c in type(e).__mro__)
+    """An error the user can fix: a :class:`~sdmad_lite.errors.SdmadError` (bad config, file, data,
+    weights, run folder, setting). Anything else is a bug and keeps its traceback."""
+    return isinstance(e, SdmadError)
 
 
 def main(argv: list[str] | None = None) -> int:
