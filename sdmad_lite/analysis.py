@@ -2,7 +2,9 @@
 
 Every chapter's tables and sentences go through these functions (a notebook defines none of its
 own): :func:`summarize` (mean ± std per group), :func:`fmt` (one cell), :func:`versus` (method ``a``
-against ``b``, paired by seed, with one sentence saying which way it falls).
+against ``b``, paired by seed), :func:`family` (a family of paired comparisons, Holm-adjusted together:
+the verdicts a chapter's prose reads), :func:`minus_reference` (each method minus a reference row,
+paired by seed). Seeds are the unit of every paired test.
 """
 from __future__ import annotations
 
@@ -53,3 +55,71 @@ def versus(df, metric: str, a, b, scale: float = 100.0, by: str = "method", **wh
     word = "beats" if t.low > 0 else ("trails" if t.high < 0 else "is not clearly different from")
     return t, (f"{word} {b} ({t.mean:+.1f} points paired over {t.n} seeds, 95 % interval [{t.low:+.1f}, "
                f"{t.high:+.1f}], paired t-test p = {t.p_t:.2g})")
+
+
+# ----------------------------------------------------------------------------- families of paired tests
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN and counts in no family):
+    the adjusted p of the i-th smallest of m is max over j ≤ i of min(1, (m − j + 1)·p_(j))."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adj)
+    return out
+
+
+#: the verdicts of a paired comparison, read from its Holm-adjusted p-value at level 0.05
+BEATS, TRAILS, NOT_CLEAR = "beats", "trails", "is not clearly different from"
+
+
+def family(df, comparisons: Sequence[dict], scale: float = 100.0, alpha: float = 0.05) -> pd.DataFrame:
+    """A family of paired comparisons, Holm-adjusted together: one row per comparison.
+
+    Each comparison is a dict with ``metric``, ``a``, ``b`` and optionally ``by`` (the column ``a`` and
+    ``b`` are values of; default ``method``) and ``where`` (column = value filters). Columns of the
+    result: the comparison, ``n`` (seeds paired), ``mean`` (a − b in points), ``low``/``high`` (its 95 %
+    t-interval, unadjusted), ``p`` (paired t-test), ``p_holm`` (adjusted within this family),
+    ``verdict`` (:data:`BEATS` / :data:`TRAILS` when ``p_holm`` < ``alpha``, else :data:`NOT_CLEAR`) and
+    ``sentence`` (what a chapter glues: the verdict, the difference, its interval and the adjusted p)."""
+    recs = []
+    for c in comparisons:
+        t, _ = versus(df, c["metric"], c["a"], c["b"], scale=scale, by=c.get("by", "method"), **c.get("where", {}))
+        recs.append({"metric": c["metric"], "a": c["a"], "b": c["b"], **{f"where.{k}": v for k, v in c.get("where", {}).items()},
+                     "n": t.n, "mean": t.mean, "low": t.low, "high": t.high, "p": t.p_t})
+    out = pd.DataFrame(recs)
+    if out.empty:
+        return out
+    out["p_holm"] = holm(out["p"].to_numpy())
+    out["verdict"] = [NOT_CLEAR if not (p < alpha) else (BEATS if m > 0 else TRAILS)
+                      for p, m in zip(out["p_holm"], out["mean"])]
+    out["sentence"] = [f"{v} {b} ({m:+.1f} points paired over {n} seeds, 95 % interval [{lo:+.1f}, {hi:+.1f}], "
+                       f"Holm-adjusted p = {ph:.2g} in a family of {len(out)})"
+                       for v, b, m, n, lo, hi, ph in zip(out["verdict"], out["b"], out["mean"], out["n"], out["low"],
+                                                         out["high"], out["p_holm"])]
+    return out
+
+
+def minus_reference(df, metrics: Sequence[str], reference: str = "always-normal", by: Sequence[str] = ("k_shot",),
+                    scale: float = 100.0) -> pd.DataFrame:
+    """Each method's ``metrics`` minus the reference row's on the same seed (and ``by`` group): the mean
+    paired difference in points with its 95 % interval, e.g. subset accuracy minus always-normal — a
+    label metric says something about a method only when this interval excludes 0."""
+    d = pd.DataFrame(df)
+    ref = d[d["method"] == reference].set_index([*by, "seed"])
+    out = []
+    for key, g in d[d["method"] != reference].groupby(["method", *by], sort=False):
+        rec = dict(zip(["method", *by], key if isinstance(key, tuple) else (key,)))
+        g = g.set_index([*by, "seed"])
+        for m in metrics:
+            x = g[m].astype(float)
+            y = ref[m].astype(float).reindex(x.index)
+            t = M.paired_test(scale * x.to_numpy(), scale * y.to_numpy())
+            rec[m] = f"{t.mean:+.1f} [{t.low:+.1f}, {t.high:+.1f}]"
+            rec[m + " (mean)"], rec[m + " (low)"], rec[m + " (high)"] = t.mean, t.low, t.high
+        out.append(rec)
+    return pd.DataFrame(out)

@@ -20,15 +20,19 @@ from .train import Predictions
 
 def evaluate(task: Task, support: Support, pred: Predictions, cols: list[int] | None = None) -> dict:
     """Thresholds from the few-shot scores (``pred.support_*``), then the integrated and per-anomaly
-    protocols on the test set (never used for any choice)."""
+    protocols on the test set (never used for any choice). A tuned method's thresholds come from its
+    fold models' out-of-fold scores and cut the same fold models' test scores (their labels are the
+    majority vote, :func:`~sdmad_lite.protocols.vote`)."""
     cols = list(range(len(task.categories))) if cols is None else cols
     ys = task.y_pool[support.all][:, cols]
     yt = task.y_test[:, cols]
     thr = M.choose_thresholds(pred.support_scores, ys, rule="f1")
     athr = M.choose_binary_threshold(pred.support_anchor, (ys.sum(1) > 0).astype(int))
-    labels = pred.test_labels
+    labels, per_labels = pred.test_labels, None if pred.test_labels is None else pred.test_labels[:, 1:]
+    if pred.test_scores_per_model is not None:
+        labels, per_labels = protocols.vote(pred.test_scores_per_model, pred.test_anchor_per_model, thr, athr)
     integ = protocols.evaluate_integrated(pred.test_scores, pred.test_anchor, yt, thr, athr, labels)
-    per = protocols.evaluate_per_anomaly(pred.test_scores, yt, thr, None if labels is None else labels[:, 1:])
+    per = protocols.evaluate_per_anomaly(pred.test_scores, yt, thr, per_labels)
     return {"integrated": integ, "per-anomaly": per, "thresholds": thr, "anchor_threshold": athr}
 
 
@@ -53,7 +57,10 @@ def evaluate_open_set(task: Task, support: Support, pred: Predictions, held_out:
     """The open-set protocol: the anchor threshold from the support set (held-out category absent)."""
     ys = task.y_pool[support.all][:, cols]
     athr = M.choose_binary_threshold(pred.support_anchor, (ys.sum(1) > 0).astype(int))
-    out = protocols.evaluate_open_set(pred.test_anchor, task.y_test, [held_out], athr)
+    flagged = None
+    if pred.test_anchor_per_model is not None:  # the fold models' majority, each cut at the threshold
+        flagged = (pred.test_anchor_per_model >= athr).sum(0) > pred.test_anchor_per_model.shape[0] / 2
+    out = protocols.evaluate_open_set(pred.test_anchor, task.y_test, [held_out], athr, flagged)
     out["held_out_category"] = task.categories[held_out]
     return out
 

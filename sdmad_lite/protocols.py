@@ -63,6 +63,32 @@ def predict_integrated(scores: Any, anchor: Any, thresholds: Any, anchor_thresho
     return np.column_stack([(~abnormal).astype(np.int8), cats])
 
 
+def vote(scores: Any, anchor: Any, thresholds: Any, anchor_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of F models (a tuned method's fold models), each cut at the same thresholds: their
+    majority vote. ``scores`` (F, N, C), ``anchor`` (F, N). Returns the integrated labels (N, C+1) — an
+    image is abnormal when most models say so, and then gets every category most models give it (or, if
+    none has a majority, the one the most models give, ties to the larger mean margin) — and the
+    per-anomaly labels (N, C): category c where most models' ``score ≥ threshold``."""
+    sc = np.asarray(scores, dtype=float)
+    an = np.asarray(anchor, dtype=float)
+    if sc.ndim != 3 or an.shape != sc.shape[:2]:
+        raise MetricInputError(f"vote: scores must be (F, N, C) and anchor (F, N), got {sc.shape} and {an.shape}")
+    th = _as_thresholds(thresholds, sc.shape[2])
+    at = _as_threshold(anchor_threshold, "anchor_threshold")
+    each = np.stack([predict_integrated(s, a, th, at) for s, a in zip(sc, an)])  # (F, N, C+1)
+    votes, half = each.sum(0), sc.shape[0] / 2
+    abnormal = votes[:, 0] < half  # normal only when a majority says normal
+    cats = (votes[:, 1:] > half).astype(np.int8)
+    none = abnormal & (cats.sum(1) == 0)
+    margin = (sc - th).mean(0)
+    if none.any():
+        key = votes[none, 1:] + 1e-6 * np.tanh(margin[none])  # most votes, ties to the larger mean margin
+        cats[none, np.argmax(key, axis=1)] = 1
+    cats[~abnormal] = 0
+    per = ((sc >= th).sum(0) > half).astype(np.int8)
+    return np.column_stack([(~abnormal).astype(np.int8), cats]), per
+
+
 def evaluate_integrated(
     scores: Any,
     anchor: Any,
@@ -196,6 +222,7 @@ def evaluate_open_set(
     y_true: Any,
     held_out: Sequence[int],
     anchor_threshold: float,
+    flagged: Any | None = None,
 ) -> dict[str, Any]:
     """Open-set protocol: anomalies of categories held out of training must still be flagged.
 
@@ -210,7 +237,8 @@ def evaluate_open_set(
     Reported: anchor AUROC of normal vs each abnormal group (``auroc_only_held_out``,
     ``auroc_any_held_out``, ``auroc_seen``), the recall of each group at ``anchor_threshold``
     (``anchor >= threshold`` flags abnormal), the false-positive rate on normals, and the
-    group sizes. An empty group gives NaN, never an error.
+    group sizes. An empty group gives NaN, never an error. ``flagged``: the (N,) abnormal decisions to
+    use instead of ``anchor >= threshold`` (a fold ensemble's majority vote).
     """
     yt = _as_labels(y_true, "y_true")
     an = _as_scores(anchor, "anchor", ndim=1)
@@ -232,7 +260,7 @@ def evaluate_open_set(
         "any_held_out": n_held > 0,
         "seen": (n_labels > 0) & (n_held == 0),
     }
-    flagged = an >= at
+    flagged = an >= at if flagged is None else np.asarray(flagged, dtype=bool)
 
     def _recall(m: np.ndarray) -> float:
         return float(flagged[m].mean()) if m.any() else float("nan")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, get_profile, require_profile_ready, resolve_device
-from .data.build import REAL_BANKS, build_datasets, check_feasible, dataset_key
+from .data.build import REAL_BANKS, Subset, build_datasets, check_feasible, dataset_key
 from .data.fewshot import Support, sample_few_shot, save_split, validation_rows
 from .features import PATCHES, Features, cached_features, patch_blocks
 from .io import stable_hash
@@ -205,10 +205,29 @@ def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all"
         _TASKS[key] = build_task(cfg, bb, progress=progress, patches=patches)
     else:
         check_feasible(_TASKS[key].pool, cfg)  # this config's shots and seed
-    sel = cfg.selection
-    if not sel.noise:
-        return _TASKS[key]
-    noisy = (key, sel.noise, sel.noise_kind, cfg.seed)  # the noisy pools differ per seed
-    if noisy not in _NOISY:
-        _NOISY[noisy] = with_sign_noise(_TASKS[key], sel.noise, sel.noise_kind, cfg.seed)
-    return _NOISY[noisy]
+    task, sel = _TASKS[key], cfg.selection
+    if sel.noise:
+        noisy = (key, sel.noise, sel.noise_kind, cfg.seed)  # the noisy pools differ per seed
+        if noisy not in _NOISY:
+            _NOISY[noisy] = with_sign_noise(task, sel.noise, sel.noise_kind, cfg.seed)
+        task = _NOISY[noisy]
+    return with_test_draw(task, cfg.seed) if cfg.data.test_resample else task
+
+
+def with_test_draw(task: Task, seed: int) -> Task:
+    """``task`` evaluated on the test set of ``seed``: a bootstrap resample of its test images (as many,
+    drawn with replacement). Each seed then sees its own test sample, so the spread over seeds — the unit
+    of every interval and paired test of the book — includes test-sample variance, and two methods
+    compared on a seed see the same test images. Kept for the last few seeds of a process."""
+    key = (id(task), seed)
+    if key not in _DRAWS:
+        n = len(task.test)
+        idx = np.random.default_rng([seed, 41]).integers(0, n, n)
+        test = Subset(task.test, idx, {"bootstrap_of": "test", "seed": int(seed)})
+        if len(_DRAWS) >= 4:
+            _DRAWS.pop(next(iter(_DRAWS)))
+        _DRAWS[key] = (task, replace(task, test=test, test_feats=task.test_feats.subset(idx)))
+    return _DRAWS[key][1]
+
+
+_DRAWS: dict[tuple[int, int], tuple[Task, Task]] = {}  # the base task is kept with its view (its id stays unique)

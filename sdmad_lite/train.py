@@ -45,9 +45,10 @@ class one_thread:
 class Predictions:
     """Scores of one method on the support set and the test set (probabilities in [0, 1]).
 
-    ``support_*`` are the scores from which thresholds are chosen (scores of images the final
-    model was fitted on, or out-of-fold scores when the method was cross-validated: ``extra``
-    says which); ``kept`` the signs sign selection kept, ``(C, K)``.
+    ``support_*`` are the scores from which thresholds are chosen: out-of-fold scores when the method
+    was cross-validated (then ``test_*_per_model`` holds the same fold models' test scores, which the
+    thresholds cut), scores of an unfitted model (zero-shot), or in-sample scores of an untuned fit
+    (``extra`` says which); ``kept`` the signs sign selection kept, ``(C, K)``.
     """
 
     support_scores: np.ndarray
@@ -57,6 +58,9 @@ class Predictions:
     kept: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
     test_labels: np.ndarray | None = None  # (N, C+1) predicted labels that bypass the thresholds (reference rows)
+    #: (F, N, C) and (F, N): the test scores of each fold model of a tuned method (its labels are their vote)
+    test_scores_per_model: np.ndarray | None = None
+    test_anchor_per_model: np.ndarray | None = None
 
 
 @dataclass

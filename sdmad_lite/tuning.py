@@ -10,9 +10,11 @@ For one few-shot draw (a support set of N images):
    averaged over the folds (:func:`choose_from_stack`).
 3. The point with the best out-of-fold criterion (:func:`criterion`: the mean AUROC of the
    out-of-fold scores over the categories and the anchor) is chosen.
-4. The method is refitted on all N support images with that point and number of epochs; its
-   thresholds come from the *out-of-fold* scores of that point, never from scores of images the
-   model was fitted on, and the test images enter no choice.
+4. The F models of that point are trained for that number of epochs, model f on every support
+   image outside fold f (:class:`FoldEnsemble`). Their out-of-fold scores fix the thresholds, and the
+   same models predict the test images (each cut at those thresholds, majority vote; scores
+   averaged): a threshold only ever cuts scores of the models whose scores fitted it, and the test
+   images enter no choice.
 
 What each run chose is recorded with its row (``tuning.*``). Every trained method goes through
 :func:`fit_tuned`, the one template of these steps, and returns a :class:`Fitted`.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -203,32 +205,74 @@ class CV:
         """The fold each model of a stack of ``n_points`` × F models holds out (M,)."""
         return torch.arange((len(self.points) if n_points is None else n_points) * self.n_folds) % self.n_folds
 
-    def out_of_fold(self, record: StackRecord, epochs: int) -> tuple[np.ndarray, np.ndarray]:
-        """Out-of-fold category and anchor scores of a one-point stack (``record``) trained exactly ``epochs``
-        epochs (a method whose thresholds need scores of other models than the tuning stack's)."""
-        t = choose_from_stack(record, [{}], self.n_folds, self.folds, self.y, epochs, at_end=True)
-        return t.oof_cat, t.oof_anchor
-
     def split(self, f: int) -> tuple[np.ndarray, np.ndarray]:
         """Support indices trained on and held out by fold ``f``."""
         return np.flatnonzero(self.folds != f), np.flatnonzero(self.folds == f)
 
 
-def fit_tuned(cfg: ExperimentConfig, y: np.ndarray, *, once: Callable[[], FittedT],
-              refit: Callable[[ExperimentConfig, Tuned], FittedT],
+class FoldScorer(Protocol):
+    """The F models of one grid point, model f trained without fold f, scored together."""
+
+    def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        """Category (F, N, C) and anchor (F, N) probabilities of ``feats`` under each of the F models."""
+
+
+class ModelList:
+    """A :class:`FoldScorer` of F separately fitted models (each with ``scores(feats) -> (cat, anchor)``)."""
+
+    def __init__(self, models: list):
+        self.models = list(models)
+
+    def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        out = [m.scores(feats) for m in self.models]
+        return np.stack([c for c, _ in out]), np.stack([a for _, a in out])
+
+
+@dataclass
+class FoldEnsemble(Fitted):
+    """A tuned method as it predicts: the F models of the chosen grid point and number of epochs, model f
+    trained on every support image outside fold f.
+
+    Their out-of-fold scores (each support image scored by the model that did not see it) fix the
+    thresholds; the *same* models score the test images, each is cut at those thresholds and the labels
+    are their majority vote (:func:`sdmad_lite.protocols.vote`); scores (AUROC) are their mean. So every
+    threshold cuts scores of the models whose scores fitted it — no model refitted on the whole support
+    set, whose in-sample scores would be more confident than the out-of-fold ones."""
+
+    folds: FoldScorer
+    tuned: Tuned
+    kept: np.ndarray | None = None
+    n_parameters: int = 0
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.tuned.epochs
+
+    def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        cat, anchor = self.folds.scores(feats)
+        return cat.mean(0), anchor.mean(0)
+
+    def scores_per_model(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        """Category (F, N, C) and anchor (F, N) probabilities under each fold model."""
+        return self.folds.scores(feats)
+
+
+def fit_tuned(cfg: ExperimentConfig, y: np.ndarray, support_feats: Features, *, once: Callable[[], FittedT],
+              fit_folds: Callable[[CV, ExperimentConfig, Tuned], FoldScorer],
               stack: Callable[[CV], StackRecord] | None = None,
               fold_score: Callable[[dict, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-              out_of_fold: Callable[[CV, Tuned, ExperimentConfig], tuple[np.ndarray, np.ndarray]] | None = None) -> FittedT:
-    """The one template of a trained method's fit on a support set with labels ``y`` (N, C).
+              kept: Callable[[FoldScorer], np.ndarray | None] | None = None,
+              n_parameters: int = 0) -> FittedT | FoldEnsemble:
+    """The one template of a trained method's fit on a support set (labels ``y`` (N, C), features
+    ``support_feats`` in the same order).
 
     ``tuning.folds`` < 2: ``once()`` fits as configured. Otherwise the grid is cross-validated —
     ``stack(cv)`` trains every point × fold at once and returns its :class:`~sdmad_lite.train.StackRecord`
     (a method that trains by epochs; :func:`choose_from_stack`), or ``fold_score(point, train, held_out)``
-    fits one model per point and fold (:func:`choose_from_folds`) — the best point is chosen,
-    ``out_of_fold(cv, tuned, final)`` may replace the out-of-fold scores (when the scores that thresholds
-    cut come from other models than the stack's), and ``refit(final, tuned)`` fits on the whole support
-    set with the chosen point (``final``: ``cfg`` with it) and number of epochs. The fitted method
-    carries ``tuned``.
+    fits one model per point and fold (:func:`choose_from_folds`) — and the best point (and number of
+    epochs) is chosen. ``fit_folds(cv, final, tuned)`` then fits the F models of that point (``final``:
+    ``cfg`` with it) for ``tuned.epochs``; their out-of-fold scores become ``tuned.oof_*`` and they are the
+    :class:`FoldEnsemble` returned (``kept(folds)``: the signs it keeps, ``n_parameters`` per model).
     """
     if cfg.tuning.folds < 2:
         return once()
@@ -239,9 +283,8 @@ def fit_tuned(cfg: ExperimentConfig, y: np.ndarray, *, once: Callable[[], Fitted
         tuned = choose_from_stack(stack(cv), cv.points, cv.n_folds, cv.folds, y, cfg.tuning.max_epochs)
     else:
         tuned = choose_from_folds(fold_score, cv.points, cv.folds, y)
-    final = apply_point(cfg, tuned.point)
-    if out_of_fold is not None:
-        tuned.oof_cat, tuned.oof_anchor = out_of_fold(cv, tuned, final)
-    fitted = refit(final, tuned)
-    fitted.tuned = tuned
-    return fitted
+    folds = fit_folds(cv, apply_point(cfg, tuned.point), tuned)
+    cat, anchor = folds.scores(support_feats)  # (F, N, C): every support image under every fold model
+    own = np.asarray(cv.folds), np.arange(len(y))
+    tuned.oof_cat, tuned.oof_anchor = cat[own], anchor[own]  # each image from the model that held it out
+    return FoldEnsemble(folds, tuned, kept(folds) if kept else None, n_parameters)

@@ -28,6 +28,7 @@ class DataConfig:
     noise: float = 1.0  # phantom noise multiplier
     scanner_shift: float = 0.0  # phantom target-domain shift, 0 (none) … 1 (data/phantoms/scanner.py)
     scanner_seed: int = 0  # which scanner (its settings are drawn from this seed)
+    test_resample: bool = True  # each seed evaluates a bootstrap resample of the test set (test-sample variance in every interval)
     world: str = "evaluation"  # phantom images: evaluation (the book's tables) | development (design choices, calibration; disjoint images)
 
 

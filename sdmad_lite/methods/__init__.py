@@ -16,7 +16,7 @@ from ..data.fewshot import Support
 from ..errors import ConfigError
 from ..task import Task
 from ..train import Predictions, one_thread
-from ..tuning import Fitted
+from ..tuning import Fitted, FoldEnsemble
 from . import anomalyclip, coop, generic, mvfa, probe, reference, sdmad, zeroshot
 from . import registry as R
 from .registry import METHODS_FILE, UNTRAINED, Method  # noqa: F401  (the registry's public names, here too)
@@ -103,15 +103,22 @@ def predict(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int]
     directly. Few-shot work on cached features runs on one thread (tiny tensors); the residual
     variant's frozen blocks keep every thread.
     """
+    per_model = (None, None)
     with one_thread(cfg.model.adapter_mode != "residual"):
         fitted = fit(task, support, cfg, cols, checkpoint)
         ss, sa = fitted.scores(task.pool_feats.subset(support.all))
-        ts, ta = fitted.scores(task.test_feats)
+        if isinstance(fitted, FoldEnsemble):  # the fold models' own test scores: the thresholds cut each
+            per_model = fitted.scores_per_model(task.test_feats)
+            ts, ta = per_model[0].mean(0), per_model[1].mean(0)
+        else:
+            ts, ta = fitted.scores(task.test_feats)
     tuned = fitted.tuned
     extra: dict = {"row": {"support_scores": "in-sample" if get(cfg.method).trained and tuned is None else
-                           ("out-of-fold" if tuned is not None else "no fitting")}}
+                           ("out-of-fold" if tuned is not None else "no fitting"),
+                           "predictor": "fold models" if tuned is not None else "one model"}}
     if tuned is not None:
         ss, sa = tuned.oof_cat, tuned.oof_anchor
         extra["tuning"] = tuned
         extra["row"].update(tuned.as_row())
-    return Predictions(ss, sa, ts, ta, kept=fitted.kept, extra=extra, test_labels=fitted.labels(len(ts))), fitted
+    return Predictions(ss, sa, ts, ta, kept=fitted.kept, extra=extra, test_labels=fitted.labels(len(ts)),
+                       test_scores_per_model=per_model[0], test_anchor_per_model=per_model[1]), fitted

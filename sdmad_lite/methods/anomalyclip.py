@@ -124,17 +124,41 @@ def _train(task, rows, cols, cfg, points, n_folds, w_tr, w_va, epochs, patience)
     return prompts, record
 
 
-def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedAnomalyCLIP:
+@dataclass
+class FoldAnomalyCLIP:
+    """The F prompt sets of the chosen grid point (a :class:`~sdmad_lite.tuning.FoldScorer`)."""
+
+    prompts: ObjectAgnosticPrompts
+    task: Task
+    tau: float
+
+    def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        v, p = frozen_views(self.task, feats)
+        with torch.no_grad():
+            glob, _ = probabilities(self.prompts.texts(), v, p, self.tau)
+        return glob[..., 1:].numpy(), glob[..., 0].numpy()
+
+
+def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> T.Fitted:
     rows = support.all
     ones = torch.ones(1, len(rows))
-
-    def on_all(c: ExperimentConfig, epochs: int) -> FittedAnomalyCLIP:
-        prompts, _ = _train(task, rows, cols, c, [{}], 1, ones, None, epochs, epochs + 1)
-        return FittedAnomalyCLIP(prompts, task, cfg.loss.temperature)
+    tau = cfg.loss.temperature
 
     def stack(cv: T.CV):
         return _train(task, rows, cols, cfg, cv.points, cv.n_folds, *cv.masks(), cfg.tuning.max_epochs,
                       cfg.tuning.patience)[1]
 
-    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: on_all(cfg, cfg.anomalyclip.epochs), stack=stack,
-                       refit=lambda final, tuned: on_all(final, tuned.epochs))
+    def fit_folds(cv: T.CV, final: ExperimentConfig, tuned: T.Tuned) -> FoldAnomalyCLIP:
+        prompts, _ = _train(task, rows, cols, final, [{}], cv.n_folds, *cv.masks(1), tuned.epochs, tuned.epochs + 1)
+        return FoldAnomalyCLIP(prompts, task, tau)
+
+    def once() -> FittedAnomalyCLIP:
+        prompts, _ = _train(task, rows, cols, cfg, [{}], 1, ones, None, cfg.anomalyclip.epochs,
+                            cfg.anomalyclip.epochs + 1)
+        return FittedAnomalyCLIP(prompts, task, tau)
+
+    ac, width = cfg.anomalyclip, task.backbone.model.token_embedding.weight.shape[1]
+    depth = max(1, min(ac.depth, len(task.backbone.model.transformer.resblocks) - 1))
+    n_par = ((2 + len(cols)) * ac.n_ctx + depth * ac.deep_tokens) * width
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], task.pool_feats.subset(rows), once=once, stack=stack,
+                       fit_folds=fit_folds, n_parameters=n_par)

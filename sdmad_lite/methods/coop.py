@@ -94,17 +94,35 @@ def _train(task: Task, rows: np.ndarray, cols: list[int], cfg: ExperimentConfig,
     return prompts, record
 
 
-def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedCoop:
+@dataclass
+class FoldCoop:
+    """The F learned contexts of the chosen grid point (a :class:`~sdmad_lite.tuning.FoldScorer`)."""
+
+    prompts: LearnedContext
+    tau: float
+
+    def scores(self, feats: Features) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            pc, pa = self.prompts.probabilities(feats.pooled, self.tau)
+        return pc.numpy(), pa.numpy()
+
+
+def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> T.Fitted:
     rows = support.all
     ones = torch.ones(1, len(rows))
-
-    def on_all(c: ExperimentConfig, epochs: int) -> FittedCoop:
-        prompts, _ = _train(task, rows, cols, c, [{}], 1, ones, None, epochs, epochs + 1)
-        return FittedCoop(prompts, cfg.loss.temperature)
 
     def stack(cv: T.CV):
         return _train(task, rows, cols, cfg, cv.points, cv.n_folds, *cv.masks(), cfg.tuning.max_epochs,
                       cfg.tuning.patience)[1]
 
-    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: on_all(cfg, cfg.coop.epochs), stack=stack,
-                       refit=lambda final, tuned: on_all(final, tuned.epochs))
+    def fit_folds(cv: T.CV, final: ExperimentConfig, tuned: T.Tuned) -> FoldCoop:
+        prompts, _ = _train(task, rows, cols, final, [{}], cv.n_folds, *cv.masks(1), tuned.epochs, tuned.epochs + 1)
+        return FoldCoop(prompts, cfg.loss.temperature)
+
+    def once() -> FittedCoop:
+        prompts, _ = _train(task, rows, cols, cfg, [{}], 1, ones, None, cfg.coop.epochs, cfg.coop.epochs + 1)
+        return FittedCoop(prompts, cfg.loss.temperature)
+
+    n_par = 3 * cfg.coop.n_ctx * task.backbone.model.token_embedding.weight.shape[1]
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], task.pool_feats.subset(rows), once=once, stack=stack,
+                       fit_folds=fit_folds, n_parameters=n_par)

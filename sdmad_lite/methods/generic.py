@@ -11,7 +11,8 @@ from ..config import ExperimentConfig
 from ..data.fewshot import Support
 from ..models.sdmad import TextBank
 from ..task import Task
-from .sdmad import FittedSDMAD, fit_heads
+from ..tuning import Fitted
+from .sdmad import fit_heads
 
 
 def generic_bank(task: Task, n: int) -> TextBank:
@@ -20,6 +21,6 @@ def generic_bank(task: Task, n: int) -> TextBank:
     return TextBank(t.abnormal.expand(n, 1, -1).clone(), torch.ones(n, 1, dtype=torch.bool), t.normal, t.abnormal)
 
 
-def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedSDMAD:
+def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> Fitted:
     text = generic_bank(task, len(cols))
     return fit_heads(task, support, cfg, cols, text, text, lambda rows: text, None)

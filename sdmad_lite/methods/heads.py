@@ -105,16 +105,62 @@ def train_head(task: Task, rows: np.ndarray, cfg: ExperimentConfig, text: TextBa
     return TrainedHead(head, res.history, res.best_epoch, res.resumed_from)
 
 
+@dataclass
+class StackedHeads:
+    """M heads trained as one stack (:func:`train_stack_of_heads`), each scoring with the text of its own
+    fold (sign selection on that model's training rows): a :class:`~sdmad_lite.tuning.FoldScorer`."""
+
+    head: SDMADHead
+    task: Task
+    mode: str
+    fold_text: list[TextBank]  # the text each fold's model scores with
+    fold_of_model: torch.Tensor  # (M,)
+    train_text: TextBank
+    tau: float
+    per_image_top: int | None = None
+
+    def __post_init__(self):
+        self.tbar = torch.stack([t.category_means() for t in self.fold_text])[self.fold_of_model]  # (M, C, D)
+        self.active = torch.stack([t.active.bool() for t in self.fold_text])[self.fold_of_model]  # (M, C, K)
+
+    def probabilities(self, u: torch.Tensor) -> torch.Tensor:
+        """Category and anchor probabilities (M, N, C+1) of the stack's branch features ``u`` (M, N, C+1, L, D)."""
+        t_n, t_a, tau = self.train_text.normal, self.train_text.abnormal, self.tau
+        ubar = u.mean(-2)  # mean over blocks: the logits are linear in it
+        if self.per_image_top:  # each image's best-matching signs of the pool (as head_scores)
+            sims = torch.einsum("mncd,ckd->mnck", ubar[:, :, :-1], self.train_text.signs)
+            sims = sims.masked_fill(~self.active[:, None], -2.0).topk(min(self.per_image_top, sims.shape[-1]), -1).values
+            own = torch.where(sims > -2.0, sims, torch.nan).nanmean(-1)
+        else:
+            own = torch.einsum("mncd,mcd->mnc", ubar[:, :, :-1], self.tbar)
+        cat = (own - ubar[:, :, :-1] @ t_n) / tau
+        anc = (ubar[:, :, -1] @ t_a - ubar[:, :, -1] @ t_n) / tau
+        return torch.sigmoid(torch.cat([cat, anc[..., None]], -1))
+
+    @torch.no_grad()
+    def scores(self, feats: Features, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Category (M, N, C) and anchor (M, N) probabilities of ``feats`` under each head of the stack."""
+        with one_thread(self.mode != "residual"):
+            out = [self.probabilities(self.head.per_model(branch_features(
+                self.head, self.task, feats.subset(range(lo, min(len(feats), lo + batch))), self.mode)))
+                for lo in range(0, len(feats), batch)]
+        p = torch.cat(out, 1).numpy()
+        return p[..., :-1], p[..., -1]
+
+    def kept(self) -> np.ndarray:
+        """(C, K) the signs a majority of the fold models keep."""
+        return (torch.stack([t.active.float() for t in self.fold_text]).mean(0) >= 0.5).numpy()
+
+
 def train_stack_of_heads(task: Task, rows: np.ndarray, cfg: ExperimentConfig, cols: list[int], train_text: TextBank,
                          score_text_of, cv: T.CV, points: list[dict] | None = None, per_image_top: int | None = None,
-                         exact_epochs: int | None = None) -> StackRecord:
+                         exact_epochs: int | None = None) -> tuple[StackedHeads, StackRecord]:
     """Every grid point (``points``, default ``cv.points``) × every fold of ``cv`` trained at once as one
-    stack of heads on the support ``rows`` (``tuning.py``); returns what the stack saw.
+    stack of heads on the support ``rows`` (``tuning.py``); returns the stack and what it saw.
 
     ``score_text_of(train_rows)``: the text bank a model trained on ``train_rows`` scores with (sign
     selection on those rows only: the held-out fold never chooses a sign of the model that scores it).
-    ``exact_epochs``: train exactly that many epochs (the residual placement's folds, at the point and
-    epochs the side placement chose).
+    ``exact_epochs``: train exactly that many epochs (the fold models of the chosen point).
     """
     if cfg.model.text_adapter:
         raise ConfigError("model.text_adapter is not supported with tuning (the stacked heads share no text "
@@ -122,7 +168,6 @@ def train_stack_of_heads(task: Task, rows: np.ndarray, cfg: ExperimentConfig, co
     points = cv.points if points is None else points
     y = task.y_pool[rows][:, cols]
     nf, m = cv.n_folds, len(points) * cv.n_folds
-    fold_of_model = cv.fold_of_model(len(points))
     w_tr, w_va = cv.masks(len(points))
     with one_thread(cfg.model.adapter_mode != "residual"):
         torch.manual_seed(cfg.seed if cfg.train_seed is None else cfg.train_seed)
@@ -136,11 +181,9 @@ def train_stack_of_heads(task: Task, rows: np.ndarray, cfg: ExperimentConfig, co
         feats = task.pool_feats.subset(rows)
         yt = torch.as_tensor(y).float()
         mode = cfg.model.adapter_mode
-        # the text each model scores its held-out fold with, as category means (M, C, D)
-        fold_text = [score_text_of(rows[cv.split(f)[0]]) for f in range(nf)]
-        tbar = torch.stack([t.category_means() for t in fold_text])[fold_of_model]
-        active = torch.stack([t.active.bool() for t in fold_text])[fold_of_model]  # (M, C, K)
-        t_n, t_a, tau = train_text.normal, train_text.abnormal, cfg.loss.temperature
+        # the text each model scores with (its held-out fold, and the test images as a fold model)
+        stacked = StackedHeads(head, task, mode, [score_text_of(rows[cv.split(f)[0]]) for f in range(nf)],
+                               cv.fold_of_model(len(points)), train_text, cfg.loss.temperature, per_image_top)
 
         def step():  # one forward pass: the training losses, and the held-out losses and scores
             u = head.per_model(branch_features(head, task, feats, mode))  # (M, N, C+1, L, D)
@@ -148,23 +191,14 @@ def train_stack_of_heads(task: Task, rows: np.ndarray, cfg: ExperimentConfig, co
             u = u.detach()
             with torch.no_grad():
                 v = L.total_loss(loss_terms(head, u, yt, train_text, cfg, w_va), weights)
-                return loss, v, _oof_scores(u)
-
-        def _oof_scores(u):
-            ubar = u.mean(-2)  # mean over blocks: the logits are linear in it
-            if per_image_top:  # each image's best-matching signs of the pool (as head_scores)
-                sims = torch.einsum("mncd,ckd->mnck", ubar[:, :, :-1], train_text.signs)
-                sims = sims.masked_fill(~active[:, None], -2.0).topk(min(per_image_top, sims.shape[-1]), -1).values
-                own = torch.where(sims > -2.0, sims, torch.nan).nanmean(-1)
-            else:
-                own = torch.einsum("mncd,mcd->mnc", ubar[:, :, :-1], tbar)
-            cat = (own - ubar[:, :, :-1] @ t_n) / tau
-            anc = (ubar[:, :, -1] @ t_a - ubar[:, :, -1] @ t_n) / tau
-            return torch.sigmoid(torch.cat([cat, anc[..., None]], -1))
+                return loss, v, stacked.probabilities(u)
 
         if exact_epochs is not None:
-            return train_stack(opt, step, exact_epochs, exact_epochs + 1)
-        return train_stack(opt, step, cfg.tuning.max_epochs, cfg.tuning.patience)
+            record = train_stack(opt, step, exact_epochs, exact_epochs + 1)
+        else:
+            record = train_stack(opt, step, cfg.tuning.max_epochs, cfg.tuning.patience)
+    head.eval()
+    return stacked, record
 
 
 # ----------------------------------------------------------------------------- scoring

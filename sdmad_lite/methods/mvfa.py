@@ -181,28 +181,25 @@ def _fitted(task, rows, cols, ad, t_n, t_abn, model: int = 0) -> FittedMVFA:
     return FittedMVFA(single, task, cols, t_n, t_abn, bank, task.y_pool[rows][:, cols], np.asarray(rows))
 
 
-def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedMVFA:
+def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> T.Fitted:
     rows = support.all
     ones = torch.ones(1, len(rows))
-
-    def on_all(c: ExperimentConfig, epochs: int) -> FittedMVFA:
-        ad, _, t_n, t_abn = _train(task, rows, cols, c, [{}], 1, ones, None, epochs, epochs + 1)
-        return _fitted(task, rows, cols, ad, t_n, t_abn)
 
     def stack(cv: T.CV):  # the zero-shot branch's held-out loss and scores choose the point and the epochs
         return _train(task, rows, cols, cfg, cv.points, cv.n_folds, *cv.masks(), cfg.tuning.max_epochs,
                       cfg.tuning.patience)[1]
 
-    def out_of_fold(cv: T.CV, tuned: T.Tuned, final: ExperimentConfig):
-        """Both branches at the chosen point: one model per fold, its memory bank its own folds."""
+    def fit_folds(cv: T.CV, final: ExperimentConfig, tuned: T.Tuned) -> T.ModelList:
+        """Both branches at the chosen point: one model per fold, its memory bank its own training folds."""
         fold_ad, _, t_n, t_abn = _train(task, rows, cols, final, [{}], cv.n_folds, cv.masks(1)[0], None,
                                         tuned.epochs, tuned.epochs + 1)
-        oof = np.zeros((len(rows), 1 + len(cols)))
-        for f in range(cv.n_folds):
-            tr, va = cv.split(f)
-            fm = _fitted(task, rows[tr], cols, fold_ad, t_n, t_abn, model=f)
-            oof[va, 1:], oof[va, 0] = fm.scores(task.pool_feats.subset(rows[va]), rows[va])
-        return oof[:, 1:], oof[:, 0]
+        return T.ModelList([_fitted(task, rows[cv.split(f)[0]], cols, fold_ad, t_n, t_abn, model=f)
+                            for f in range(cv.n_folds)])
 
-    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: on_all(cfg, cfg.mvfa.epochs), stack=stack,
-                       out_of_fold=out_of_fold, refit=lambda final, tuned: on_all(final, tuned.epochs))
+    def once() -> FittedMVFA:
+        ad, _, t_n, t_abn = _train(task, rows, cols, cfg, [{}], 1, ones, None, cfg.mvfa.epochs, cfg.mvfa.epochs + 1)
+        return _fitted(task, rows, cols, ad, t_n, t_abn)
+
+    n_par = len(task.blocks) * task.backbone.width * task.backbone.embed_dim
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], task.pool_feats.subset(rows), once=once, stack=stack,
+                       fit_folds=fit_folds, n_parameters=n_par)

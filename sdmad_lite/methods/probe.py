@@ -57,11 +57,15 @@ def _fit(task: Task, rows: np.ndarray, cols: list[int], cfg: ExperimentConfig) -
                        pc.scale)
 
 
-def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> FittedProbe:
+def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], checkpoint=None) -> T.Fitted:
     rows = support.all
 
     def fold_score(point, tr, va):
         return _fit(task, rows[tr], cols, T.apply_point(cfg, point)).scores(task.pool_feats.subset(rows[va]))
 
-    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], once=lambda: _fit(task, rows, cols, cfg), fold_score=fold_score,
-                       refit=lambda final, tuned: _fit(task, rows, cols, final))
+    def fit_folds(cv: T.CV, final: ExperimentConfig, tuned: T.Tuned) -> T.ModelList:
+        return T.ModelList([_fit(task, rows[cv.split(f)[0]], cols, final) for f in range(cv.n_folds)])
+
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], task.pool_feats.subset(rows),
+                       once=lambda: _fit(task, rows, cols, cfg), fold_score=fold_score, fit_folds=fit_folds,
+                       n_parameters=(task.pool_feats.pooled.shape[1] + 1) * (len(cols) + 1))

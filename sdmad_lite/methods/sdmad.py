@@ -26,7 +26,7 @@ from ..features import Features
 from ..models.sdmad import SDMADHead, TextBank
 from ..task import Task
 from ..train import StackRecord
-from .heads import TrainedHead, head_scores, make_head, train_head, train_stack_of_heads
+from .heads import StackedHeads, TrainedHead, head_scores, make_head, train_head, train_stack_of_heads
 from .sign_selection import kept_text, select_signs
 
 
@@ -65,45 +65,42 @@ class FittedSDMAD(T.Fitted):
 
 def fit_heads(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int], train_text: TextBank,
               score_text: TextBank, score_text_of, kept: np.ndarray | None, per_image_top: int | None = None,
-              checkpoint: str | os.PathLike | None = None) -> FittedSDMAD:
+              checkpoint: str | os.PathLike | None = None) -> T.Fitted:
     """SD-MAD's head (or the generic-prompt adapters') trained against ``train_text`` and scoring with
     ``score_text``, through the tuning template (``tuning.fit_tuned``). ``score_text_of(rows)``: the text
-    a fold model trained on ``rows`` scores with. The grid is cross-validated with the side placement;
-    the residual placement takes that point and number of epochs, and its out-of-fold scores for the
-    thresholds from residual heads trained on each fold's complement (a stack of residual heads costs a
-    pass of the frozen blocks per branch and model).
+    a fold model trained on ``rows`` scores with. The grid is cross-validated with the side placement (a
+    stack of residual heads costs a pass of the frozen blocks per branch and model); the fold models of
+    the chosen point are then trained in the configured placement.
 
-    ``tuning.folds`` 0 (no tuning: chapter 5 and the untuned benchmarks) trains once on
-    ``support.train`` with early stopping on ``support.val``.
+    ``tuning.folds`` 0 (no tuning: chapter 6 and the untuned benchmarks) trains once on
+    ``support.train`` with early stopping on ``support.val`` (a :class:`FittedSDMAD`).
     """
     rows = support.all
     mode = cfg.model.adapter_mode
 
-    def fitted(res: TrainedHead) -> FittedSDMAD:
-        return FittedSDMAD(res, task, score_text, mode, kept, None, per_image_top)
-
     def stack(cv: T.CV) -> StackRecord:
         side = T.apply_point(cfg, {"model.adapter_mode": "side"})
-        return train_stack_of_heads(task, rows, side, cols, train_text, score_text_of, cv, per_image_top=per_image_top)
+        return train_stack_of_heads(task, rows, side, cols, train_text, score_text_of, cv,
+                                    per_image_top=per_image_top)[1]
 
-    def residual_out_of_fold(cv: T.CV, tuned: T.Tuned, final: ExperimentConfig):
-        record = train_stack_of_heads(task, rows, final, cols, train_text, score_text_of, cv, [{}], per_image_top,
-                                      exact_epochs=tuned.epochs)
-        return cv.out_of_fold(record, tuned.epochs)
+    def fit_folds(cv: T.CV, final: ExperimentConfig, tuned: T.Tuned) -> StackedHeads:
+        return train_stack_of_heads(task, rows, final, cols, train_text, score_text_of, cv, [{}], per_image_top,
+                                    exact_epochs=tuned.epochs)[0]
 
-    return T.fit_tuned(
-        cfg, task.y_pool[rows][:, cols],
-        once=lambda: fitted(train_head(task, support.train, cfg, train_text, cols, cfg.train.epochs,
-                                       held_out=support.val, checkpoint=checkpoint)),
-        stack=stack, out_of_fold=residual_out_of_fold if mode == "residual" else None,
-        refit=lambda final, tuned: fitted(train_head(task, rows, final, train_text, cols, tuned.epochs,
-                                                     checkpoint=checkpoint)))
+    def once() -> FittedSDMAD:
+        res = train_head(task, support.train, cfg, train_text, cols, cfg.train.epochs, held_out=support.val,
+                         checkpoint=checkpoint)
+        return FittedSDMAD(res, task, score_text, mode, kept, None, per_image_top)
+
+    n_par = sum(p.numel() for p in make_head(task, cfg, len(cols)).parameters())
+    return T.fit_tuned(cfg, task.y_pool[rows][:, cols], task.pool_feats.subset(rows), once=once, stack=stack,
+                       fit_folds=fit_folds, kept=(None if kept is None else StackedHeads.kept), n_parameters=n_par)
 
 
 def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int],
-        checkpoint: str | os.PathLike | None = None) -> FittedSDMAD:
-    """SD-MAD on one support set: sign selection, cross-validated tuning, refit on all support images
-    (:func:`fit_heads`); ``train.epochs`` 0 gives the head at initialisation."""
+        checkpoint: str | os.PathLike | None = None) -> T.Fitted:
+    """SD-MAD on one support set: sign selection, cross-validated tuning, the fold models of the chosen
+    point (:func:`fit_heads`); ``train.epochs`` 0 gives the head at initialisation."""
     when = cfg.selection.when
     expert_text = task.text_columns(cols)
     pool_text = task.text_columns(cols, task.expert[cols] if cfg.selection.pool == "expert"
@@ -121,7 +118,7 @@ def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int],
         return FittedSDMAD(TrainedHead(head.eval(), [], 0), task, score_text, cfg.model.adapter_mode, kept, None, top)
     score_of = (lambda rows: pool_text) if when == "per-image" else chosen
     out = fit_heads(task, support, cfg, cols, train_text, score_text, score_of, kept, top, checkpoint)
-    if out.tuned is None and cfg.selection.features == "adapted" and when == "after":
+    if isinstance(out, FittedSDMAD) and cfg.selection.features == "adapted" and when == "after":
         out.kept = select_signs(task, support.all, cfg, cols, out.head)
         out.text = kept_text(task, cols, out.kept)
     return out
