@@ -1,4 +1,4 @@
-"""The PhantomCLIP zero-shot report (chapter 4, ``sdmad zeroshot-report``): what the frozen model
+"""The PhantomCLIP zero-shot report (chapter 5, ``sdmad zeroshot-report``): what the frozen model
 knows of each phantom world — category names vs sign descriptions vs random words, the anchor,
 and whether it retrieves the signs actually drawn in an image."""
 from __future__ import annotations
@@ -96,7 +96,7 @@ def summarize_report(df) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("modality")
 
 
-# ----------------------------------------------------------------------------- localization (chapter 9)
+# ----------------------------------------------------------------------------- localization (chapter 10)
 def sign_mask(task, item: dict, c: int) -> np.ndarray:
     """The union of the drawn-sign masks of category ``c`` in a phantom ``item`` (its ground truth)."""
     signs = MODALITIES[task.dataset.removeprefix("phantom-")].category_signs[task.categories[c]]

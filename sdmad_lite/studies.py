@@ -31,34 +31,34 @@ RESULTS = RESOURCES / "results"
 EVALUATION_SEEDS = tuple(range(10))
 DEVELOPMENT_SEEDS = tuple(range(1000, 1010))
 SEEDS = EVALUATION_SEEDS
-#: the comparison of chapter 8 — the reference rows and the methods at k = 4 and 8; the generic-prompt
+#: the comparison of chapter 9 — the reference rows and the methods at k = 4 and 8; the generic-prompt
 #: adapters and the ablations at k = 4 (what fits the CPU budget of a book build)
 REFERENCE = ("always-normal", "label-prior", "zeroshot-names", "zeroshot-signs", "sdmad-init")
 COMPARED = ("sdmad", "linear-probe")
 AT_K4 = ("generic-prompt-adapters",)
 ABLATIONS = ("sdmad-no-ss", "sdmad-no-disc")
-#: chapter 6 — when sign selection runs
+#: chapter 7 — when sign selection runs
 SELECTION_VARIANTS = ("sdmad", "sdmad-no-ss", "sdmad-ss-before", "sdmad-ss-per-image")
-#: chapter 7 — shots per category
+#: chapter 8 — shots per category
 SHOTS = (1, 2, 4, 8)
-#: chapter 12 — the target-domain shift (data/phantoms/scanner.py), its strengths, methods and seeds
+#: chapter 11 — the target-domain shift (data/phantoms/scanner.py), its strengths, methods and seeds
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("zeroshot-names", "zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 SHIFT_SEEDS = EVALUATION_SEEDS[:5]  # 5 strengths × 5 methods: ten seeds would not fit a book build on 2 cores
-#: chapter 13 — the open-set protocol with each category held out in turn
+#: chapter 12 — the open-set protocol with each category held out in turn
 OPEN_SET_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 OPEN_SET_SEEDS = EVALUATION_SEEDS[:5]  # × 8 held-out categories
-#: chapter 14 — the comparison of chapter 8 (reference rows, SD-MAD, the linear probe) on the other two
-#: phantom modalities; the chest rows are chapter 8's
+#: chapter 13 — the comparison of chapter 9 (reference rows, SD-MAD, the linear probe) on the other two
+#: phantom modalities; the chest rows are chapter 9's
 MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
-#: chapter 15 — noisy sign pools (signs/noise.py), the fractions of each category's expert signs replaced,
+#: chapter 14 — noisy sign pools (signs/noise.py), the fractions of each category's expert signs replaced,
 #: crossed with the kind of replacement, the selection variant and the conspicuity of the signs
 NOISE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
 NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad", "sdmad-ss-before", "sdmad-ss-per-image")
 NOISE_CONSPICUITY = (1.0, 0.5)
 NOISE_SEEDS = EVALUATION_SEEDS[:5]  # a shipped CSV: 5 seeds × 60 cells
-#: chapter 15 — shared signs under control, the pair worlds (data/phantoms/catalogue.py) whose two
+#: chapter 14 — shared signs under control, the pair worlds (data/phantoms/catalogue.py) whose two
 #: categories share 0 … 3 of their 3 signs, with and without the discrepancy loss
 SHARED = (0, 1, 2, 3)
 SHARED_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "sdmad-no-disc", "linear-probe")
@@ -87,22 +87,22 @@ def configs(methods: Iterable[str], shots: Iterable[int], seeds: Iterable[int] =
 
 
 def comparison() -> list[ExperimentConfig]:
-    """Chapter 8: reference rows, SD-MAD and the baselines at k = 4 and 8, the ablations at k = 4."""
+    """Chapter 9: reference rows, SD-MAD and the baselines at k = 4 and 8, the ablations at k = 4."""
     return configs(REFERENCE + COMPARED + AT_K4 + ABLATIONS, [4]) + configs(REFERENCE + COMPARED, [8])
 
 
 def selection_variants() -> list[ExperimentConfig]:
-    """Chapter 6: SD-MAD with sign selection after training, none, before training, per image (k = 4)."""
+    """Chapter 7: SD-MAD with sign selection after training, none, before training, per image (k = 4)."""
     return configs(SELECTION_VARIANTS, [4])
 
 
 def few_shot_sensitivity() -> list[ExperimentConfig]:
-    """Chapter 7: SD-MAD and the linear probe at k = 1, 2, 4, 8 over ten seeds."""
+    """Chapter 8: SD-MAD and the linear probe at k = 1, 2, 4, 8 over ten seeds."""
     return configs(("sdmad", "linear-probe"), SHOTS)
 
 
 def shots_vs_training_seed(draws: int = 4, train_seeds: int = 4) -> list[ExperimentConfig]:
-    """Chapter 7: at k = 4, ``draws`` support sets × ``train_seeds`` initialisations of SD-MAD."""
+    """Chapter 8: at k = 4, ``draws`` support sets × ``train_seeds`` initialisations of SD-MAD."""
     out = []
     for seed in EVALUATION_SEEDS[:draws]:
         for t in range(train_seeds):
@@ -114,7 +114,7 @@ def shots_vs_training_seed(draws: int = 4, train_seeds: int = 4) -> list[Experim
 
 def domain_shift(strengths: Iterable[float] = SHIFTS, seeds: Iterable[int] = SHIFT_SEEDS, k: int = 4,
                  scanner_seed: int = 0) -> list[ExperimentConfig]:
-    """Chapter 12: ``SHIFT_METHODS`` at k = ``k`` on the phantom chest seen through one scanner
+    """Chapter 11: ``SHIFT_METHODS`` at k = ``k`` on the phantom chest seen through one scanner
     (``scanner_seed``) at each strength — the pool and the test images shifted, the backbone not."""
     out = []
     for strength in strengths:
@@ -126,7 +126,7 @@ def domain_shift(strengths: Iterable[float] = SHIFTS, seeds: Iterable[int] = SHI
 
 def open_set_per_category(seeds: Iterable[int] = OPEN_SET_SEEDS, k: int = 4,
                           dataset: str = "phantom-chest") -> list[ExperimentConfig]:
-    """Chapter 13: ``OPEN_SET_METHODS`` at k = ``k`` with every category of ``dataset`` held out of
+    """Chapter 12: ``OPEN_SET_METHODS`` at k = ``k`` with every category of ``dataset`` held out of
     training in turn (``open_set_category``), so that class difficulty and seed noise separate."""
     out = []
     for category in get_modality(dataset.removeprefix("phantom-")).categories:
@@ -139,7 +139,7 @@ def open_set_per_category(seeds: Iterable[int] = OPEN_SET_SEEDS, k: int = 4,
 
 def three_modalities(datasets: Iterable[str] = MODALITY_DATASETS, seeds: Iterable[int] = SEEDS,
                      shots: Iterable[int] = (4, 8)) -> list[ExperimentConfig]:
-    """Chapter 14: the reference rows, SD-MAD and the linear probe at k = 4 and 8 on each phantom
+    """Chapter 13: the reference rows, SD-MAD and the linear probe at k = 4 and 8 on each phantom
     modality (the chest configs are those of :func:`comparison`, so they come from its runs)."""
     out = []
     for dataset in datasets:
@@ -152,7 +152,7 @@ def three_modalities(datasets: Iterable[str] = MODALITY_DATASETS, seeds: Iterabl
 def sign_noise(fractions: Iterable[float] = NOISE_FRACTIONS, kinds: Iterable[str] = NOISE_KINDS,
                conspicuity: Iterable[float] = NOISE_CONSPICUITY, seeds: Iterable[int] = NOISE_SEEDS,
                k: int = 4) -> list[ExperimentConfig]:
-    """Chapter 15: ``NOISE_METHODS`` at k = ``k`` on the phantom chest with ``fraction`` of every
+    """Chapter 14: ``NOISE_METHODS`` at k = ``k`` on the phantom chest with ``fraction`` of every
     category's expert signs replaced by signs of each kind (one run at fraction 0, which is the same
     for every kind). At the first conspicuity every fraction; at the others 0, ½ and 1 (the CPU
     budget of a book build)."""
@@ -169,7 +169,7 @@ def sign_noise(fractions: Iterable[float] = NOISE_FRACTIONS, kinds: Iterable[str
 
 
 def shared_signs(shared: Iterable[int] = SHARED, seeds: Iterable[int] = SHARED_SEEDS, k: int = 4) -> list[ExperimentConfig]:
-    """Chapter 15: ``SHARED_METHODS`` at k = ``k`` on each pair world ``phantom-pairs{n}``."""
+    """Chapter 14: ``SHARED_METHODS`` at k = ``k`` on each pair world ``phantom-pairs{n}``."""
     out = []
     for n in shared:
         for c in configs(SHARED_METHODS, [k], seeds):
@@ -184,7 +184,7 @@ def expensive() -> list[ExperimentConfig]:
 
 
 def selection_pool_variants() -> list[ExperimentConfig]:
-    """Chapter 6: selection choosing among *all* candidate signs (a noisy pool), and all candidates
+    """Chapter 7: selection choosing among *all* candidate signs (a noisy pool), and all candidates
     unselected (k = 4)."""
     out = []
     for rule in ("auto", "all"):
@@ -195,7 +195,7 @@ def selection_pool_variants() -> list[ExperimentConfig]:
 
 
 def label(cfg: ExperimentConfig) -> str:
-    """A short name of a config's method and sign-selection settings (the rows of chapter 6)."""
+    """A short name of a config's method and sign-selection settings (the rows of chapter 7)."""
     s = cfg.selection
     if s.pool == "all":
         return "all candidates, no selection" if s.rule == "all" else "selection among all candidates"

@@ -5,7 +5,7 @@ the zero-shot probability that category c is present is a two-way softmax agains
 
     p_c = exp(cos(v, t_c)/τ) / (exp(cos(v, t_c)/τ) + exp(cos(v, t_N)/τ))
 
-The three text sources compared (chapter 4):
+The three text sources compared (chapter 5):
 
 - **names** — prompts that name the category ("a chest x-ray with pleural effusion");
 - **signs** — the expert-selected sign descriptions, averaged (descriptor averaging,
