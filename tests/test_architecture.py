@@ -23,7 +23,7 @@ LAYERS = [
     ["methods"],
     ["evaluation"],
     ["run"],
-    ["executor", "results", "analysis"],
+    ["executor", "results", "analysis", "plots", "signspace", "phantom_checks"],
     ["sweep", "reports", "info", "studies"],
     ["explore"],
     ["cli", "data_scripts", "__init__"],

@@ -226,3 +226,15 @@ def head_scores(head: SDMADHead, task: Task, feats: Features, text: TextBank, mo
         return torch.cat(cats).numpy(), torch.cat(ancs).numpy()
 
 
+
+
+@torch.no_grad()
+def discrepancy_margins(head: SDMADHead, task: Task, feats: Features, y: np.ndarray, mode: str = "side") -> np.ndarray:
+    """The inter-anomaly discrepancy the loss pushes for, measured: for every (image, category) pair with
+    the category present (``y`` (N, C)), cos(ū_c, own sign mean) minus the largest cos(ū_c, another
+    category's sign mean) — positive where the category's feature is closer to its own signs."""
+    u = F.normalize(branch_features(head, task, feats, mode)[:, : head.n_categories].mean(2), dim=-1)
+    s = torch.einsum("bcd,kd->bck", u, task.text.category_means())
+    own = s.diagonal(dim1=1, dim2=2)
+    other = s.masked_fill(torch.eye(head.n_categories, dtype=torch.bool), -2).amax(-1)
+    return (own - other)[torch.as_tensor(y).bool()].numpy()

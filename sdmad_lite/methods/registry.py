@@ -30,6 +30,7 @@ class Method:
     name: str
     family: str | None
     description: str = ""
+    label: str = ""  # the readable name tables and figures print
     overrides: dict = field(default_factory=dict)
     unavailable: str | None = None
 
@@ -63,7 +64,7 @@ def _entry(raw: dict, name: str) -> Method:
         over = deep_update(raw[base].get("overrides") or {}, over)
         fam = fam or raw[base].get("family")
         base = raw[base].get("base")
-    return Method(name, fam, e.get("description", ""), over, e.get("unavailable"))
+    return Method(name, fam, e.get("description", ""), e.get("label") or name, over, e.get("unavailable"))
 
 
 def load_registry(families: Iterable[str]) -> dict[str, Method]:
