@@ -12,7 +12,8 @@ averaged over patches and summed over blocks; the two branches min–max normali
 
 What it changes (the departures page lists it): MVFA is binary; here the anchor is MVFA's own binary
 score (generic abnormal prompts, a bank of normal support patches), and each category c is scored
-one-vs-rest (its abnormal prompts are the bank's category-name prompts; its memory bank holds the
+one-vs-rest (its abnormal text is the category's expert signs, the text knowledge SD-MAD reads —
+not the category-name prompts, which a backbone that never saw the names cannot use; its memory bank holds the
 patches of the support images *without* c); the adapters read the frozen taps in parallel (MVFA
 mixes ``0.8·x + 0.1·seg + 0.1·det`` into the residual stream, so its adapters also change later
 blocks: that needs the frozen blocks in the training loop), so the up-projection and the
@@ -139,7 +140,8 @@ class FittedMVFA(T.Fitted):
 def _texts(task: Task, cols: list[int]):
     bb, obj = task.backbone, task.bank.obj
     t_n = ensemble(bb, NORMAL_STATES, obj)
-    t_abn = torch.stack([ensemble(bb, ABNORMAL_STATES, obj)] + [task.name_text[c] for c in cols])
+    # the anchor: MVFA's generic abnormal ensemble; each category: its expert signs (SD-MAD's text knowledge)
+    t_abn = torch.cat([ensemble(bb, ABNORMAL_STATES, obj)[None], task.text_columns(cols).category_means()])
     return t_n, t_abn
 
 
