@@ -25,7 +25,10 @@ from sdmad_lite import metrics as M
 from sdmad_lite import protocols as P
 from sdmad_lite.cli import main
 from sdmad_lite.data import tables
-from sdmad_lite.data.datasets import ChestXray14Dataset, DatasetNotFoundError, MedMNISTDataset, OCT2017Dataset
+from sdmad_lite.data.datasets import ChestXray14Dataset, DatasetNotFoundError, OCT2017Dataset
+from sdmad_lite.data.fastmri_plus import read_fastmri_brain_csv
+from sdmad_lite.data.medmnist import MedMNISTDataset
+from sdmad_lite.data.table_files import TableError
 from sdmad_lite.data.fewshot import PoolTooSmallError, sample_few_shot
 from sdmad_lite.data.images import ImageLoadError, load_image
 from sdmad_lite.data.phantoms.world import render
@@ -139,11 +142,11 @@ def test_labels_naming_an_unknown_category():
 
 def test_label_table_with_a_missing_column(tmp_path):
     pd.DataFrame({"file": ["file_brain_AXT2_200_1"], "slice": [3], "x": [1]}).to_csv(tmp_path / "brain.csv", index=False)
-    with pytest.raises(tables.TableError, match=r"brain\.csv: missing column\(s\) \['study_level', 'y', 'width', "
+    with pytest.raises(TableError, match=r"brain\.csv: missing column\(s\) \['study_level', 'y', 'width', "
                                                 r"'height', 'label'\]; found \['file', 'slice', 'x'\]"):
-        tables.read_fastmri_brain_csv(tmp_path / "brain.csv")
+        read_fastmri_brain_csv(tmp_path / "brain.csv")
     (tmp_path / "list.txt").write_text("00000001_000.png 0 1 0\n")
-    with pytest.raises(tables.TableError, match=r"list\.txt: expected 15 columns .* got 4; first missing: Infiltration"):
+    with pytest.raises(TableError, match=r"list\.txt: expected 15 columns .* got 4; first missing: Infiltration"):
         tables.read_chestxray14_list(tmp_path / "list.txt", "test")
 
 
@@ -513,7 +516,7 @@ def test_cli_recognises_library_errors_but_not_bugs():
     from sdmad_lite.settings import SettingError
 
     for exc in (RunExistsError("x"), BackboneError("x"), ImageLoadError("x"), DatasetNotFoundError("x"),
-                SignFileError("x"), tables.TableError("x"), M.MetricInputError("x"), PoolTooSmallError("x"),
+                SignFileError("x"), TableError("x"), M.MetricInputError("x"), PoolTooSmallError("x"),
                 NonFiniteFeaturesError("x"), C.ConfigError("x"), profiles.ProfileUnavailableError("x"), SettingError("x")):
         assert is_user_error(exc), type(exc)
     for exc in (KeyError("x"), TypeError("x"), RuntimeError("x"), AttributeError("x"), ValueError("x"),

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from sdmad_lite.data import tables
-from sdmad_lite.data.datasets import (
-    ChestXray14Dataset, DatasetNotFoundError, FastMRIBrainSlices, MedMNISTDataset, OCT2017Dataset,
-    fastmri_slice_filename,
-)
+from sdmad_lite.data.datasets import ChestXray14Dataset, DatasetNotFoundError, OCT2017Dataset
+from sdmad_lite.data.fastmri_plus import fastmri_brain_units
+from sdmad_lite.data.fastmri_slices import FastMRIBrainSlices, fastmri_slice_filename
+from sdmad_lite.data.medmnist import MedMNISTDataset
 from sdmad_lite.data.images import ImageLoadError, load_image, save_image, to_pil
 from sdmad_lite.io import RESOURCES
 
@@ -210,7 +210,7 @@ def test_oct2017_layout_errors(oct_root):
 # --------------------------------------------------------------------------- fastMRI slices
 
 def test_fastmri_slices(tmp_path):
-    units = tables.fastmri_brain_units()
+    units = fastmri_brain_units()
     mass_edema = units[(units["Mass"] == 1) & (units["Edema"] == 1)].iloc[0]
     vol, sl = mass_edema["file"], int(mass_edema["slice"])
     img16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7)

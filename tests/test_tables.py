@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sdmad_lite.cli.data import add_subcommands
-from sdmad_lite.data import stats, tables
+from sdmad_lite.data import fastmri_plus, stats, tables
+from sdmad_lite.data.table_files import TableError
 
 
 # --------------------------------------------------------------------------- ChestX-ray14
@@ -65,26 +66,26 @@ def test_chestxray14_list_errors(tmp_path):
     bad = tmp_path / "list.txt.gz"
     with gzip.open(bad, "wt") as fh:
         fh.write("00000001_000.png 0 1 0\n")
-    with pytest.raises(tables.TableError, match=r"list\.txt\.gz.*Effusion|Effusion.*list\.txt\.gz") as e:
+    with pytest.raises(TableError, match=r"list\.txt\.gz.*Effusion|Effusion.*list\.txt\.gz") as e:
         tables.read_chestxray14_list(bad, "test")
     assert str(bad) in str(e.value)
-    with pytest.raises(tables.TableError, match="not found"):
+    with pytest.raises(TableError, match="not found"):
         tables.read_chestxray14_list(tmp_path / "nope.txt", "test")
 
 
 # --------------------------------------------------------------------------- fastMRI+
 
 def test_fastmri_boxes_and_units():
-    b = tables.load_fastmri_brain_boxes()
+    b = fastmri_plus.load_fastmri_brain_boxes()
     assert len(b) == 8_213
     assert (~b.study_level).sum() == 7_570 and b.study_level.sum() == 643
     assert b.loc[b.study_level, "x"].isna().all() and b.loc[~b.study_level, "x"].notna().all()
-    assert tables.FLIPPED_UD is True
-    assert "flipped up/down" in tables.load_fastmri_brain_boxes.__doc__
+    assert fastmri_plus.FLIPPED_UD is True
+    assert "flipped up/down" in fastmri_plus.load_fastmri_brain_boxes.__doc__
 
-    labels = tables.fastmri_brain_slice_labels()
+    labels = fastmri_plus.fastmri_brain_slice_labels()
     assert len(labels) == 21 and labels[0] == "Nonspecific white matter lesion"
-    u = tables.fastmri_brain_units()
+    u = fastmri_plus.fastmri_brain_units()
     assert len(u) == 3_621
     assert u["n_boxes"].sum() == 7_570
     y = u[list(labels)].to_numpy()
@@ -93,13 +94,13 @@ def test_fastmri_boxes_and_units():
     assert u[["file", "slice"]].duplicated().sum() == 0
     assert {k: int(v) for k, v in u[["Mass", "Edema", "Craniotomy"]].sum().items()} == {
         "Mass": 260, "Edema": 320, "Craniotomy": 799}
-    st = tables.fastmri_brain_study_labels()
+    st = fastmri_plus.fastmri_brain_study_labels()
     assert len(st) == 643 and list(st.columns) == ["file", "label"]
     assert not set(st["label"]) & set(labels)
 
 
 def test_fastmri_volumes():
-    v = tables.fastmri_brain_volumes()
+    v = fastmri_plus.fastmri_brain_volumes()
     assert len(v) == 1_001 and v["file"].is_unique
     assert v["in_brain_csv"].sum() == 997
     assert (v["n_boxes"] > 0).sum() == 476
@@ -110,8 +111,8 @@ def test_fastmri_volumes():
 def test_fastmri_csv_missing_column(tmp_path):
     p = tmp_path / "brain.csv"
     p.write_text("file,slice,study_level,x,y,width,height\nf,1,No,1,2,3,4\n")
-    with pytest.raises(tables.TableError) as e:
-        tables.read_fastmri_brain_csv(p)
+    with pytest.raises(TableError) as e:
+        fastmri_plus.read_fastmri_brain_csv(p)
     assert "brain.csv" in str(e.value) and "label" in str(e.value)
 
 

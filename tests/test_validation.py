@@ -135,20 +135,22 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
 
 
 def test_a_missing_user_table_is_not_called_shipped(tmp_path):
-    from sdmad_lite.data import tables
+    from sdmad_lite.data.fastmri_plus import read_fastmri_brain_csv
+    from sdmad_lite.data.table_files import TableError
 
-    with pytest.raises(tables.TableError, match="check the path you gave") as e:
-        tables.read_fastmri_brain_csv(tmp_path / "brain.csv")
+    with pytest.raises(TableError, match="check the path you gave") as e:
+        read_fastmri_brain_csv(tmp_path / "brain.csv")
     assert "reinstall" not in str(e.value)
 
 
 def test_conflicting_table_rows_are_refused(tmp_path):
     from sdmad_lite.data import tables
+    from sdmad_lite.data.table_files import TableError
 
     p = tmp_path / "list.txt"
     zeros = " ".join(["0"] * 14)
     p.write_text(f"00000001_000.png {zeros}\n00000001_000.png 1{zeros[1:]}\n")
-    with pytest.raises(tables.TableError, match="more than once with different labels"):
+    with pytest.raises(TableError, match="more than once with different labels"):
         tables.read_chestxray14_list(p, "test")
     p.write_text(f"00000001_000.png {zeros}\n00000001_000.png {zeros}\n")
     assert len(tables.read_chestxray14_list(p, "test")) == 1  # an exact duplicate is kept once

@@ -15,6 +15,8 @@ import numpy as np
 
 from ..config import ConfigError, ExperimentConfig
 from . import datasets as D
+from .fastmri_slices import FastMRIBrainSlices
+from .medmnist import MedMNISTDataset
 from .fewshot import PoolTooSmallError, sample_few_shot
 from .phantoms.world import PhantomDataset
 
@@ -71,7 +73,7 @@ def real_datasets(cfg: ExperimentConfig):
     root = Path(root).expanduser()
     if name in ("chestmnist", "octmnist"):
         path = root / f"{name}_224.npz" if root.is_dir() else root
-        test, pool = D.MedMNISTDataset(path, name, "test"), D.MedMNISTDataset(path, name, "train")
+        test, pool = MedMNISTDataset(path, name, "test"), MedMNISTDataset(path, name, "train")
     elif name == "chestxray14":
         sub = "images" if (root / "images").is_dir() else None  # the NIH layout, or the PNG/DICOM files directly
         kw = dict(images_subdir=sub, skip_missing=cfg.data.skip_missing)
@@ -86,7 +88,7 @@ def real_datasets(cfg: ExperimentConfig):
         test = D.OCT2017Dataset(root, "test")
         pool = None if cfg.data.pool_from_test else D.OCT2017Dataset(root, "train")
     else:  # fastmri-brain: one folder of slices; volumes split in two halves, seeded
-        full = D.FastMRIBrainSlices(root)
+        full = FastMRIBrainSlices(root)
         vols = sorted({m for m in (full[i]["meta"].get("file") for i in range(len(full)))})
         rng = np.random.default_rng(TEST_SEED)
         test_vols = set(rng.permutation(vols)[: len(vols) // 2].tolist())
@@ -135,7 +137,7 @@ def data_fingerprint(ds) -> str:
     inner = ds.ds if isinstance(ds, Subset) else ds
     if isinstance(inner, PhantomDataset):
         return "phantom"
-    if isinstance(inner, D.MedMNISTDataset):
+    if isinstance(inner, MedMNISTDataset):
         return file_fingerprint([inner.path])
     paths = getattr(inner, "_paths", [])
     if isinstance(ds, Subset):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import tables
+from .fastmri_plus import fastmri_brain_slice_labels, fastmri_brain_units, fastmri_brain_volumes
 
 UNIT: dict[str, str] = {
     "chestxray14": "image (official train_val + test lists)",
@@ -155,9 +156,9 @@ def paper_subset_candidates(slices: Sequence[int] = (3, 4, 5, 6)) -> pd.DataFram
         y = d[list(cats)].to_numpy()
         for pname, m in pops.items():
             rows.append(_row("chestxray14", f"{pname}, {cname}", y[m]))
-    u = tables.fastmri_brain_units()
-    seq = u["file"].map(tables.fastmri_brain_volumes().set_index("file")["sequence"])
-    all_labels = list(tables.fastmri_brain_slice_labels())
+    u = fastmri_brain_units()
+    seq = u["file"].map(fastmri_brain_volumes().set_index("file")["sequence"])
+    all_labels = list(fastmri_brain_slice_labels())
     for cats, cname in ((all_labels, "21 labels"), (list(BRAIN6), "6 phantom labels"),
                         (all_labels[:6], "6 most frequent labels")):
         y = u[cats].to_numpy()

@@ -1,12 +1,12 @@
-"""The real label tables shipped with the package (see ``resources/SOURCES.md``).
+"""The real label tables shipped with the package (see ``resources/SOURCES.md``), and the label rows
+of all three datasets.
 
 Three public annotation sets, read offline from ``sdmad_lite/resources``:
 
 * **NIH ChestX-ray14** — 112,120 frontal radiographs, 14 findings, multi-label; the official
   patient-disjoint split is the file a row comes from (``train_val`` or ``test``).
 * **fastMRI+ brain** — bounding boxes with pathology labels on slices of 1,001 reviewed
-  fastMRI brain volumes, plus study-level labels. Boxes refer to images **flipped up/down**
-  (:data:`FLIPPED_UD`), as upstream warns.
+  fastMRI brain volumes, plus study-level labels: read by :mod:`.fastmri_plus`.
 * **OCT2017** — the 1,000-image test list (250 per class) and the MVFA few-shot lists.
 
 Parsed tables are cached; public functions hand out copies, so callers may modify them.
@@ -18,13 +18,14 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..errors import SdmadError
 from ..io import RESOURCES
+from .fastmri_plus import fastmri_brain_slice_labels, fastmri_brain_units
+from .table_files import TableError, no_conflicting_duplicates, read_csv, require_file
 
 CHESTXRAY14_LABELS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -38,71 +39,18 @@ OCT2017_CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 OCT2017_ANOMALIES: tuple[str, ...] = ("CNV", "DME", "DRUSEN")
 """The three OCT2017 anomaly categories (NORMAL is the normal class)."""
 
-FLIPPED_UD = True
-"""fastMRI+ boxes refer to the image flipped up/down (``np.flipud`` of the fastMRI
-reconstruction): upstream flipped the pixel arrays when converting to DICOM for labelling."""
-
 DATASETS: tuple[str, ...] = ("chestxray14", "oct2017", "fastmri-brain")
 """Dataset names accepted by :func:`label_rows` and :mod:`sdmad_lite.data.stats`."""
 
 CHESTXRAY14_DIR = RESOURCES / "chestxray14"
-FASTMRI_DIR = RESOURCES / "fastmri_plus"
 OCT2017_DIR = RESOURCES / "oct2017"
-
-
-class TableError(SdmadError, ValueError):
-    """A shipped (or user-given) table is missing, malformed, or lacks a column."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _require_file(path: Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        if RESOURCES in path.resolve().parents:
-            raise TableError(f"table file not found: {path}. It is shipped with sdmad_lite under resources/; "
-                             "reinstall the package (pip install -e .) or restore the file from git.")
-        raise TableError(f"table file not found: {path}; check the path you gave (a file of your own, "
-                         "not one shipped with sdmad_lite)")
-    return path
-
-
-def _no_conflicting_duplicates(df: pd.DataFrame, key: str, path: Path) -> pd.DataFrame:
-    """One row per ``key``: exact duplicates are dropped; rows that disagree are an error."""
-    dup = df[key].duplicated(keep=False)
-    if not dup.any():
-        return df
-    conflict = df[dup].groupby(key).nunique(dropna=False).gt(1).any(axis=1)
-    if conflict.any():
-        ex = list(conflict[conflict].index[:3])
-        raise TableError(f"{path}: {int(conflict.sum())} {key}(s) appear more than once with different labels "
-                         f"(e.g. {ex}); keep one row per {key}")
-    return df.drop_duplicates(subset=[key]).reset_index(drop=True)
-
-
-def _require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise TableError(
-            f"{path}: missing column(s) {missing}; found {list(df.columns)}"
-        )
-
-
-def _read_csv(path: Path, columns: Sequence[str], **kwargs) -> pd.DataFrame:
-    path = _require_file(path)
-    try:
-        df = pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        raise TableError(f"{path}: cannot parse as CSV ({e})") from e
-    _require_columns(df, columns, path)
-    return df
 
 
 # --------------------------------------------------------------------------- ChestX-ray14
 
 def read_chestxray14_list(path: Path | str, split: str) -> pd.DataFrame:
     """Parse one labelled list (``image`` + 14 space-separated 0/1 columns) into a frame."""
-    path = _require_file(Path(path))
+    path = require_file(Path(path))
     names = ["image", *CHESTXRAY14_LABELS]
     try:
         df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="python")
@@ -128,7 +76,7 @@ def read_chestxray14_list(path: Path | str, split: str) -> pd.DataFrame:
     })
     for name in CHESTXRAY14_LABELS:
         out[name] = labels[name].astype(np.int8).to_numpy()
-    return _no_conflicting_duplicates(out, "image", path)
+    return no_conflicting_duplicates(out, "image", path)
 
 
 @functools.lru_cache(maxsize=None)
@@ -153,7 +101,7 @@ def load_chestxray14() -> pd.DataFrame:
 def _chestxray14_boxes() -> pd.DataFrame:
     path = CHESTXRAY14_DIR / "BBox_List_2017.csv.gz"
     # The header reads "Image Index,Finding Label,Bbox [x,y,w,h],,," (9 fields for 6 values).
-    df = _read_csv(path, ["Image Index", "Finding Label"], header=0, usecols=range(6))
+    df = read_csv(path, ["Image Index", "Finding Label"], header=0, usecols=range(6))
     df.columns = ["image", "label", "x", "y", "w", "h"]
     df["label"] = df["label"].replace({"Infiltrate": "Infiltration"}).astype(str)
     unknown = sorted(set(df["label"]) - set(CHESTXRAY14_LABELS))
@@ -171,128 +119,12 @@ def load_chestxray14_boxes() -> pd.DataFrame:
     return _chestxray14_boxes().copy()
 
 
-# --------------------------------------------------------------------------- fastMRI+ brain
-
-_BRAIN_COLUMNS = ["file", "slice", "study_level", "x", "y", "width", "height", "label"]
-
-
-def read_fastmri_brain_csv(path: Path | str) -> pd.DataFrame:
-    """Parse a fastMRI+ ``brain.csv``; ``study_level`` becomes a bool."""
-    path = Path(path)
-    df = _read_csv(path, _BRAIN_COLUMNS)
-    df = df[_BRAIN_COLUMNS].copy()
-    sl = df["study_level"].astype(str).str.strip()
-    if not sl.isin(["Yes", "No"]).all():
-        raise TableError(f"{path}: column study_level must be Yes/No, got {sorted(set(sl))[:5]}")
-    df["study_level"] = sl.eq("Yes")
-    df["file"] = df["file"].astype(str)
-    df["label"] = df["label"].astype(str)
-    df["slice"] = df["slice"].astype(int)
-    return df
-
-
-@functools.lru_cache(maxsize=None)
-def _fastmri_boxes() -> pd.DataFrame:
-    return read_fastmri_brain_csv(FASTMRI_DIR / "brain.csv.gz")
-
-
-def load_fastmri_brain_boxes() -> pd.DataFrame:
-    """All 8,213 rows of fastMRI+ ``brain.csv`` (7,570 boxes, 643 study-level labels).
-
-    Columns ``file, slice, study_level (bool), x, y, width, height, label``. Box coordinates
-    refer to the image **flipped up/down** (:data:`FLIPPED_UD`); study-level rows have no box.
-    """
-    return _fastmri_boxes().copy()
-
-
-@functools.lru_cache(maxsize=None)
-def _fastmri_slice_labels() -> tuple[str, ...]:
-    b = _fastmri_boxes()
-    counts = b.loc[~b["study_level"], "label"].value_counts()
-    # most frequent first; ties by name (stable across pandas versions)
-    return tuple(sorted(counts.index, key=lambda s: (-int(counts[s]), s)))
-
-
-def fastmri_brain_slice_labels() -> tuple[str, ...]:
-    """The 21 slice-level (boxed) fastMRI+ brain labels, most frequent box count first."""
-    return _fastmri_slice_labels()
-
-
-@functools.lru_cache(maxsize=None)
-def _fastmri_units() -> pd.DataFrame:
-    b = _fastmri_boxes()
-    boxes = b[~b["study_level"]]
-    labels = _fastmri_slice_labels()
-    g = boxes.groupby(["file", "slice"], sort=True)
-    units = g.size().rename("n_boxes").reset_index()
-    present = boxes.assign(v=1).pivot_table(
-        index=["file", "slice"], columns="label", values="v", aggfunc="max", fill_value=0
-    )
-    present = present.reindex(columns=list(labels), fill_value=0)
-    present = present.reindex(pd.MultiIndex.from_frame(units[["file", "slice"]]))
-    for name in labels:
-        units[name] = present[name].to_numpy().astype(np.int8)
-    return units
-
-
-def fastmri_brain_units() -> pd.DataFrame:
-    """One row per (volume ``file``, ``slice``) with at least one box: 3,621 units.
-
-    Columns ``file, slice, n_boxes`` and one int8 multi-hot column per slice-level label
-    (:func:`fastmri_brain_slice_labels` order). Study-level labels are kept apart
-    (:func:`fastmri_brain_study_labels`). Boxes refer to up/down-flipped images.
-    """
-    return _fastmri_units().copy()
-
-
-def fastmri_brain_study_labels() -> pd.DataFrame:
-    """The 643 study-level labels (no box, not tied to a slice): ``file, label``."""
-    b = _fastmri_boxes()
-    return b.loc[b["study_level"], ["file", "label"]].reset_index(drop=True)
-
-
-@functools.lru_cache(maxsize=None)
-def _fastmri_volumes() -> pd.DataFrame:
-    path = _require_file(FASTMRI_DIR / "brain_file_list.csv.gz")
-    files = pd.read_csv(path, header=None, names=["file"], dtype=str)["file"].str.strip()
-    b = _fastmri_boxes()
-    unknown = sorted(set(b["file"]) - set(files))
-    if unknown:
-        raise TableError(f"{path}: brain.csv names volumes not in the reviewed list: {unknown[:3]}")
-    boxes = b[~b["study_level"]]
-    n_boxes = boxes.groupby("file").size()
-    n_slices = boxes.groupby("file")["slice"].nunique()
-    n_study = b[b["study_level"]].groupby("file").size()
-    m = re.compile(r"^file_brain_([A-Z0-9]+)_(\d+)_(\d+)$")
-    parsed = files.str.extract(m)
-    out = pd.DataFrame({
-        "file": files,
-        "sequence": parsed[0],
-        "code": parsed[1],
-        "n_boxes": files.map(n_boxes).fillna(0).astype(int),
-        "n_slices_with_boxes": files.map(n_slices).fillna(0).astype(int),
-        "n_study_labels": files.map(n_study).fillna(0).astype(int),
-    })
-    out["in_brain_csv"] = out["file"].isin(set(b["file"]))
-    return out
-
-
-def fastmri_brain_volumes() -> pd.DataFrame:
-    """The 1,001 volumes reviewed by fastMRI+ radiologists.
-
-    Columns ``file, sequence`` (e.g. ``AXFLAIR``), ``code`` (the number after it in fastMRI's file name),
-    ``n_boxes, n_slices_with_boxes, n_study_labels, in_brain_csv``. A volume absent from
-    ``brain.csv`` was reviewed and had no findings.
-    """
-    return _fastmri_volumes().copy()
-
-
 # --------------------------------------------------------------------------- OCT2017
 
 @functools.lru_cache(maxsize=None)
 def _oct2017_test_list() -> pd.DataFrame:
     path = OCT2017_DIR / "OCT2017_test_file_list.csv"
-    df = _read_csv(path, ["filename", "label"])
+    df = read_csv(path, ["filename", "label"])
     bad = sorted(set(df["label"]) - set(OCT2017_CLASSES))
     if bad:
         raise TableError(f"{path}: unknown label(s) {bad}; expected {list(OCT2017_CLASSES)}")
@@ -315,7 +147,7 @@ def load_oct2017_mvfa_fewshot(k: int) -> dict[str, list[str]]:
     """
     if k not in MVFA_SHOTS:
         raise ValueError(f"no MVFA few-shot list for k={k!r}; available: {list(MVFA_SHOTS)}")
-    path = _require_file(OCT2017_DIR / "mvfa_fewshot" / f"{k}-shot.txt")
+    path = require_file(OCT2017_DIR / "mvfa_fewshot" / f"{k}-shot.txt")
     text = path.read_text()
     found = dict(re.findall(r"(?m)^\s*([na])-0:\s*(.*?)\s*$", text))
     for key in ("n", "a"):
@@ -355,7 +187,7 @@ def _label_matrix(dataset: str, cats: tuple[str, ...]) -> np.ndarray:
     if dataset == "chestxray14":
         return _chestxray14()[list(cats)].to_numpy(dtype=np.int8)
     if dataset == "fastmri-brain":
-        return _fastmri_units()[list(cats)].to_numpy(dtype=np.int8)
+        return fastmri_brain_units()[list(cats)].to_numpy(dtype=np.int8)
     lab = _oct2017_test_list()["label"].to_numpy()
     return np.stack([lab == c for c in cats], axis=1).astype(np.int8).reshape(len(lab), len(cats))
 

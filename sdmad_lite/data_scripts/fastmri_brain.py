@@ -11,7 +11,7 @@ in a clone) writes ``{file}_{slice:03d}.png`` (e.g. ``file_brain_AXFLAIR_200_600
 one intensity window per volume (min .. 99.5th percentile). Each slice is **flipped up/down**
 (``np.flipud``) by default: fastMRI+ drew its boxes on images flipped up/down when they were
 converted to DICOM, so after the flip the fastMRI+ box coordinates apply directly
-(``sdmad_lite.data.tables.FLIPPED_UD``). Use ``--no-flip`` to keep fastMRI's orientation
+(``sdmad_lite.data.fastmri_plus.FLIPPED_UD``). Use ``--no-flip`` to keep fastMRI's orientation
 (then boxes must be flipped: ``y' = H - y - height``).
 
 Image source: ``reconstruction_rss`` when present (train/val files), else the root sum of
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sdmad_lite.data.datasets import fastmri_slice_filename
+from sdmad_lite.data.fastmri_slices import fastmri_slice_filename
 from sdmad_lite.data.images import save_image
-from sdmad_lite.data.tables import fastmri_brain_volumes
+from sdmad_lite.data.fastmri_plus import fastmri_brain_volumes
 
 CROP = (320, 320)
 

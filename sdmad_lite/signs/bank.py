@@ -6,7 +6,7 @@ by radiological *signs*: an LLM writes 15-20 candidate descriptions per category
 {obj} with {sign}". At inference, sign selection (``sdmad_lite.selection``) keeps the signs
 that align with the images and drops the others.
 
-The files (read by :mod:`.parser`, line numbers by :mod:`.yamlio`):
+The files (read by :mod:`.parser`, :mod:`.phantom_parser` and :mod:`.templates`, line numbers by :mod:`.yamlio`):
 
 - one *real* sign file per dataset (``chestxray14.yaml``, ``oct2017.yaml``,
   ``fastmri_brain.yaml``): per category the candidates (``id``, ``text``, ``kind``), the expert
@@ -19,7 +19,7 @@ The files (read by :mod:`.parser`, line numbers by :mod:`.yamlio`):
 - ``templates.yaml``: the sign templates, the category-name templates of the zero-shot
   baseline, and per modality the object word and the normal / abnormal anchor prompts.
 
-Loading also checks every prompt against CLIP's 77-token context (the backbone's tokenizer).
+Loading also checks every prompt against CLIP's 77-token context (:mod:`.tokens`).
 Text embeddings of the prompts are cached beside the image features (``sdmad_lite.features``).
 """
 from __future__ import annotations
@@ -33,10 +33,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..models.backbone import CONTEXT_LENGTH, Backbone, count_tokens
-from ..data.phantoms import catalogue
+from ..models.backbone import Backbone
 from . import parser
+from .catalogue_bank import catalogue_bank_data
 from .schema import TEMPLATES_FILE, BankData, Sign
+from .summary import bank_frame, bank_stats
+from .templates import load_templates
+from .tokens import prompts_over_context
 from .yamlio import Problems, template_fields
 
 
@@ -63,12 +66,13 @@ class SignBank(BankData):
         tpath = Path(templates).resolve() if templates else TEMPLATES_FILE
         key = (str(path), path.stat().st_mtime_ns, str(tpath), tpath.stat().st_mtime_ns, check_tokens)
         if key not in cls._LOADED:
-            tmpl = parser.load_templates(tpath)
-            data, probs = parser.parse_file(path, tmpl, lambda p: cls.load(p, tpath, check_tokens))
+            tmpl = load_templates(tpath)
+            data, probs = parser.parse_file(path, tmpl, lambda name, near: cls.load(parser.resolve(name, near), tpath,
+                                                                                    check_tokens))
             probs.raise_if_any(str(path))
             bank = cls(**{k: getattr(data, k) for k in BankData.__dataclass_fields__})
             if check_tokens:
-                bank._check_tokens(probs)
+                probs.errors += prompts_over_context(bank)
                 probs.raise_if_any(str(path))
             probs.emit_warnings()
             cls._LOADED[key] = bank
@@ -77,51 +81,16 @@ class SignBank(BankData):
     @classmethod
     def from_catalogue(cls, modality: str) -> "SignBank":
         """The bank of a phantom world that has no sign file (the pair worlds, ``pairs0`` … ``pairs3``):
-        per category one candidate per renderer sign it draws, worded as the catalogue's description,
-        all of them the expert selection; prompts in the templates of the renderer's modality."""
+        :func:`~sdmad_lite.signs.catalogue_bank.catalogue_bank_data`, its prompts checked."""
         key = ("catalogue", modality)
         if key not in cls._LOADED:
-            spec = catalogue.get_modality(modality)
-            tmpl = parser.load_templates(TEMPLATES_FILE)
-            where = f"{catalogue.__file__}: {spec.name}"
-            users = {sid: tuple(c for c in spec.categories if sid in spec.category_signs[c]) for sid in spec.signs}
-            bank = cls(name=f"phantom_{spec.name}", path=Path(catalogue.__file__), dataset=spec.name,
-                       modality=spec.renderer or spec.name, title=spec.title, phantom=spec.name,
-                       categories=tuple(spec.categories), templates_file=tmpl)
-            for c in spec.categories:
-                bank._names[c] = c.lower()
-                bank._cands[c] = {sid: Sign(sid, spec.signs[sid].description, "visual", users[sid])
-                                  for sid in spec.category_signs[c]}
-                bank._selection[c] = [(sid, "drawn by the renderer for this category") for sid in spec.category_signs[c]]
-                bank._renders[c] = {sid: sid for sid in spec.category_signs[c]}
-                bank._where.update({(c, sid): where for sid in spec.category_signs[c]})
-                bank._cat_where[c] = where
+            data = catalogue_bank_data(modality)
+            bank = cls(**{k: getattr(data, k) for k in BankData.__dataclass_fields__})
             probs = Problems()
-            bank._check_tokens(probs)
-            probs.raise_if_any(where)
+            probs.errors += prompts_over_context(bank)
+            probs.raise_if_any(data._cat_where[data.categories[0]] if data.categories else str(data.path))
             cls._LOADED[key] = bank
         return cls._LOADED[key]
-
-    def _check_tokens(self, probs: Problems) -> None:
-        t = self.templates_file
-        items: list[tuple[str, str]] = []  # (prompt, where)
-        for c in self.categories:
-            for sid, prompts in self.sign_prompts(c, "all").items():
-                items += [(q, self._where[(c, sid)]) for q in prompts]
-            items += [(q, self._cat_where[c]) for q in self.category_name_prompts(c)]
-        for side, qs in self.anchor_prompts().items():
-            items += [(q, t.where.get(f"{self.modality}:{a}", str(t.path)))
-                      for q, a in zip(qs, t.modalities[self.modality][side])]
-        counts = count_tokens([q for q, _ in items])
-        over: dict[str, list[tuple[int, str]]] = {}  # one error per place, not one per template
-        for (q, where), n in zip(items, counts):
-            if n > CONTEXT_LENGTH:
-                over.setdefault(where, []).append((n, q))
-        for where, bad in over.items():
-            n, q = max(bad)
-            more = f"{len(bad)} prompts" if len(bad) > 1 else "a prompt"
-            probs.errors.append(f"{where}: {more} over {CONTEXT_LENGTH} tokens (longest {n}); shorten the text: {q!r}")
-
 
     # ------------------------------------------------------------------ queries
     def __repr__(self) -> str:
@@ -237,28 +206,8 @@ class SignBank(BankData):
         return list(dict.fromkeys(out))
 
     def stats(self) -> dict[str, Any]:
-        """Counts for tables: candidates, selected, non-visual, shared, prompts, not-drawn share."""
-        n_cand = sum(len(self._cands[c]) for c in self.categories)
-        n_sel = sum(len(self._selection.get(c, [])) for c in self.categories)
-        out: dict[str, Any] = {
-            "bank": self.name,
-            "kind": f"phantom {self.phantom}" if self.phantom else "real",
-            "categories": len(self.categories),
-            "candidates": n_cand,
-            "not_visual": sum(not s.visual for c in self.categories for s in self._cands[c].values()),
-            "selected": n_sel,
-            "shared": len(self.shared_signs()),
-            "templates": len(self.templates),
-            "selected_prompts": n_sel * len(self.templates),
-            "all_prompts": len(self.all_prompts()),
-        }
-        if self.is_phantom:
-            nd = sum(v is None for c in self.categories for v in self.renders(c).values())
-            out["not_drawn"] = nd
-            out["not_drawn_share"] = round(nd / n_cand, 3)
-            out["selected_not_drawn"] = sum(self._renders[c].get(i) is None for c in self.categories
-                                            for i, _ in self._selection[c])
-        return out
+        """Counts for tables: candidates, selected, non-visual, shared, prompts, not-drawn share (:mod:`.summary`)."""
+        return bank_stats(self)
 
     def distinct_signs(self) -> pd.DataFrame:
         """One row per distinct candidate sign of the bank (a shared sign once): id, text, kind, the
@@ -302,22 +251,6 @@ class SignBank(BankData):
         m = np.stack([e[[index[s.id] for s in self._resolve_signs(c, signs)]].mean(0) for c in self.categories])
         return m / np.linalg.norm(m, axis=1, keepdims=True)
 
-    def to_frame(self):
-        """One row per (category, candidate): text, kind, shared, selected, reason, renders."""
-        rows = []
-        for c in self.categories:
-            reasons = dict(self._selection.get(c, []))
-            r = self.renders(c)
-            for s in self._cands[c].values():
-                rows.append({
-                    "category": c,
-                    "id": s.id,
-                    "text": s.text,
-                    "kind": s.kind,
-                    "shared_with": ", ".join(x for x in s.categories if x != c),
-                    "selected": s.id in reasons,
-                    "reason": reasons.get(s.id, ""),
-                    "renders": r.get(s.id) if self.is_phantom else None,
-                })
-        return pd.DataFrame(rows)
-
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (category, candidate): text, kind, shared, selected, reason, renders (:mod:`.summary`)."""
+        return bank_frame(self)
