@@ -67,14 +67,27 @@ SHARED_SEEDS = EVALUATION_SEEDS[:5]
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip", "sdmad-residual")
 
 
-def base_config(**over) -> ExperimentConfig:
-    return default_config("offline", protocols=["integrated", "per-anomaly"], **over)
+#: the two regimes of the book: which PhantomCLIP checkpoint the backbone loads (``model.pretrained``).
+#: *partial* (the default of the offline profile) knows the signs only partly, as real CLIP knows
+#: medical images; *oracle* already knows every sign — the contrast: a conclusion that holds only there
+#: is a statement about the sandbox, not about SD-MAD
+REGIMES = {"partial": "shipped", "oracle": "shipped-oracle"}
 
 
-def configs(methods: Iterable[str], shots: Iterable[int], seeds: Iterable[int] = SEEDS, **over) -> list[ExperimentConfig]:
-    """One config per (k, seed, method), in that order."""
+def base_config(regime: str = "partial", **over) -> ExperimentConfig:
+    """The offline defaults with the integrated and per-anomaly protocols, in ``regime`` (:data:`REGIMES`)."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    cfg = default_config("offline", protocols=["integrated", "per-anomaly"], **over)
+    cfg.model.pretrained = REGIMES[regime]
+    return cfg
+
+
+def configs(methods: Iterable[str], shots: Iterable[int], seeds: Iterable[int] = SEEDS, regime: str = "partial",
+            **over) -> list[ExperimentConfig]:
+    """One config per (k, seed, method), in that order, in ``regime``."""
     out = []
-    base = base_config()
+    base = base_config(regime)
     for k in shots:
         for seed in seeds:
             for m in methods:
@@ -86,9 +99,16 @@ def configs(methods: Iterable[str], shots: Iterable[int], seeds: Iterable[int] =
     return out
 
 
-def comparison() -> list[ExperimentConfig]:
+def comparison(regime: str = "partial") -> list[ExperimentConfig]:
     """Chapter 9: reference rows, SD-MAD and the baselines at k = 4 and 8, the ablations at k = 4."""
-    return configs(REFERENCE + COMPARED + AT_K4 + ABLATIONS, [4]) + configs(REFERENCE + COMPARED, [8])
+    return (configs(REFERENCE + COMPARED + AT_K4 + ABLATIONS, [4], regime=regime)
+            + configs(REFERENCE + COMPARED, [8], regime=regime))
+
+
+def headline(regime: str) -> list[ExperimentConfig]:
+    """The glance page's headline rows in ``regime``: the reference rows, SD-MAD and the linear probe at
+    k = 4 and 8 (the rows of :func:`comparison` in the partial regime, so they come from its runs)."""
+    return configs(REFERENCE + COMPARED, [4, 8], regime=regime)
 
 
 def selection_variants() -> list[ExperimentConfig]:
