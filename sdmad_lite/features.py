@@ -4,9 +4,10 @@ The backbone is frozen, so what it computes for an image or a text never changes
 (tokens after the adapted blocks) and the final image embedding are computed once per (backbone,
 dataset) and kept on disk under ``cache_dir("features")``; text embeddings once per (encoder,
 text) under ``cache_dir("text_embeddings")`` (:class:`TextEmbeddings`). The side adapters read the taps
-directly; the residual adapters resume the frozen forward pass from the first adapted block
-(``Backbone.forward_image(start_block=..., stream=...)``), so for them the cache is exact up
-to that block. Only the tokens a method reads are kept (:data:`PATCHES`): class tokens, unless the
+directly, the shift adapters also the blocks before them (tap 0: the embeddings); the residual
+adapters resume the frozen forward pass from the first adapted block
+(``Backbone.forward_image(start_block=..., stream=...)``), so for them the cache is exact up to
+that block. Only the tokens a method reads are kept (:data:`PATCHES`): class tokens, unless the
 method reads patches.
 """
 from __future__ import annotations
@@ -108,7 +109,8 @@ def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequ
     """Run the frozen backbone over images ``get_image(0..n-1)`` and keep taps + pooled embedding, float16.
 
     ``patches``: the blocks of ``taps`` whose patch tokens are kept (default all); of the others only the
-    class token is kept, batch by batch (the patches are never held for the whole set)."""
+    class token is kept, batch by batch (the patches are never held for the whole set). Tap 0 is the input
+    of block 1 (the embeddings after ``ln_pre``; the shift placement reads each adapted block's input)."""
     from tqdm.auto import tqdm
 
     taps = sorted(taps)
@@ -118,7 +120,9 @@ def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequ
     for lo in tqdm(range(0, n, batch_size), disable=not progress, desc="features", leave=False):
         imgs = [get_image(i) for i in range(lo, min(n, lo + batch_size))]
         pix = backbone.prepare(imgs)
-        p, t = backbone.forward_image(pix, taps=taps)
+        p, t = backbone.forward_image(pix, taps=[b for b in taps if b > 0])
+        if 0 in taps:  # Backbone.forward_image taps blocks 1..n only; block 1's input is the embedding stream
+            t[0] = backbone.model.visual._embeds(pix)
         pooled.append(torch.nn.functional.normalize(p.float(), dim=-1).half().cpu())
         for b in taps:
             out_taps[b].append((t[b] if b in keep else t[b][:, :1]).half().cpu())

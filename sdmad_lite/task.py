@@ -136,6 +136,23 @@ def with_sign_noise(task: Task, fraction: float, kind: str, seed: int) -> Task:
     return replace(task, text=text, sign_ids=sign_ids, expert=expert, drawn=drawn, known=known)
 
 
+def reads_block_inputs(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg`` places adapters ``shift`` (in the config or its tuning grid): they read each adapted
+    block's input too, the output of the block before it."""
+    return "shift" in {cfg.model.adapter_mode, *cfg.tuning.grid.get("model.adapter_mode", [])}
+
+
+def feature_taps(cfg: ExperimentConfig, blocks: list[int], patches: str = "none") -> tuple[list[int], list[int]]:
+    """The blocks whose tokens the task keeps, and of those the ones whose patch tokens it keeps: the adapted
+    ``blocks``, and under the shift placement their inputs ``ℓ − 1`` too (0: the embeddings after ``ln_pre``),
+    class tokens only unless ``patches`` is ``"all"`` (:data:`~sdmad_lite.features.PATCHES`)."""
+    keep = patch_blocks(blocks, patches)
+    if not reads_block_inputs(cfg):
+        return sorted(blocks), keep
+    inputs = {b - 1 for b in blocks}
+    return sorted(set(blocks) | inputs), sorted(set(keep) | (inputs if patches == "all" else set()))
+
+
 def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False, patches: str = "all") -> Task:
     """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features
     (with the patch tokens of the blocks ``patches`` names, :data:`~sdmad_lite.features.PATCHES`)."""
@@ -156,9 +173,9 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
     if bad:
         raise ValueError(f"model.adapter_blocks {bad} outside 1..{backbone.n_blocks} for {backbone.name}")
     feats = {}
-    keep = patch_blocks(blocks, patches)
+    taps, keep = feature_taps(cfg, blocks, patches)
     for name, ds in (("test", test), ("pool", pool)):
-        feats[name] = cached_features(backbone, dataset_key(ds), lambda i, ds=ds: ds[i]["image"], len(ds), blocks,
+        feats[name] = cached_features(backbone, dataset_key(ds), lambda i, ds=ds: ds[i]["image"], len(ds), taps,
                                       progress=progress, patches=keep).float()
     return Task(cfg.data.dataset, categories, bank, text, sign_ids, expert, drawn, known, name_text, pool, test,
                 feats["pool"], feats["test"], sorted(blocks), backbone)
@@ -185,9 +202,11 @@ def get_backbone(cfg: ExperimentConfig) -> Backbone:
 
 
 def task_key(cfg: ExperimentConfig) -> str:
-    """What decides a config's task and frozen features: its data, its backbone and weights, the tapped blocks."""
+    """What decides a config's task and frozen features: its data, its backbone and weights, the tapped blocks
+    (and, under the shift placement, their inputs: :func:`feature_taps`)."""
     m = cfg.model
-    return stable_hash([cfg.data.__dict__, m.backbone, m.pretrained, m.weights_tag, m.adapter_blocks], 32)
+    key = [cfg.data.__dict__, m.backbone, m.pretrained, m.weights_tag, m.adapter_blocks]
+    return stable_hash(key + ["block inputs"] if reads_block_inputs(cfg) else key, 32)
 
 
 def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all") -> Task:

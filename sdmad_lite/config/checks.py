@@ -104,7 +104,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
                      "phantom-pairs2", "phantom-pairs3", "chestmnist", "octmnist", "chestxray14", "oct2017",
                      "fastmri-brain"),
     "data.world": ("evaluation", "development"),
-    "model.adapter_mode": ("side", "residual"),
+    "model.adapter_mode": ("side", "residual", "shift"),
     "model.adapter_init": ("near-identity", "default"),
     "selection.when": ("after", "before", "per-image"),
     "selection.rule": ("auto", "none", "expert", "all", "topk"),

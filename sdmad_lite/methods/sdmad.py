@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import tuning as T
-from ..config import ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 from ..data.fewshot import Support
 from ..features import Features
 from ..models.sdmad import SDMADHead, TextBank
@@ -28,6 +28,11 @@ from ..task import Task
 from ..train import StackRecord
 from .heads import StackedHeads, TrainedHead, head_scores, make_head, train_head, train_stack_of_heads
 from .sign_selection import kept_text, select_signs
+
+#: the placement whose stack cross-validates the grid of each placement: side and shift (cached) their own;
+#: the residual placement the side one, a proxy (a stack of residual heads carries every branch of every
+#: grid point and fold through the frozen blocks).
+CV_PLACEMENT = {"side": "side", "shift": "shift", "residual": "side"}
 
 
 @dataclass
@@ -68,19 +73,23 @@ def fit_heads(task: Task, support: Support, cfg: ExperimentConfig, cols: list[in
               checkpoint: str | os.PathLike | None = None) -> T.Fitted:
     """SD-MAD's head (or the generic-prompt adapters') trained against ``train_text`` and scoring with
     ``score_text``, through the tuning template (``tuning.fit_tuned``). ``score_text_of(rows)``: the text
-    a fold model trained on ``rows`` scores with. The grid is cross-validated with the side placement (a
-    stack of residual heads costs a pass of the frozen blocks per branch and model); the fold models of
-    the chosen point are then trained in the configured placement.
+    a fold model trained on ``rows`` scores with. The grid is cross-validated in the placement
+    :data:`CV_PLACEMENT` names (the residual placement by the side one: a stack of residual heads costs a
+    pass of the frozen blocks per branch and model); the fold models of the chosen point are then trained
+    in the configured placement.
 
     ``tuning.folds`` 0 (no tuning: chapter 6 and the untuned benchmarks) trains once on
     ``support.train`` with early stopping on ``support.val`` (a :class:`FittedSDMAD`).
     """
     rows = support.all
     mode = cfg.model.adapter_mode
+    if mode == "shift" and tuple(train_text.signs.shape[:2]) != (len(cols), task.text.signs.shape[1]):
+        raise ConfigError("model.adapter_mode shift adapts the prompts of the sign bank; this method scores other "
+                          "text (generic prompts): use the side or residual placement")
 
     def stack(cv: T.CV) -> StackRecord:
-        side = T.apply_point(cfg, {"model.adapter_mode": "side"})
-        return train_stack_of_heads(task, rows, side, cols, train_text, score_text_of, cv,
+        placed = cfg if CV_PLACEMENT[mode] == mode else T.apply_point(cfg, {"model.adapter_mode": CV_PLACEMENT[mode]})
+        return train_stack_of_heads(task, rows, placed, cols, train_text, score_text_of, cv,
                                     per_image_top=per_image_top)[1]
 
     def fit_folds(cv: T.CV, final: ExperimentConfig, tuned: T.Tuned) -> StackedHeads:
@@ -92,7 +101,7 @@ def fit_heads(task: Task, support: Support, cfg: ExperimentConfig, cols: list[in
                          checkpoint=checkpoint)
         return FittedSDMAD(res, task, score_text, mode, kept, None, per_image_top)
 
-    n_par = sum(p.numel() for p in make_head(task, cfg, len(cols)).parameters())
+    n_par = sum(p.numel() for p in make_head(task, cfg, cols=cols).parameters())
     return T.fit_tuned(cfg, task.y_pool[rows][:, cols], task.pool_feats.subset(rows), once=once, stack=stack,
                        fit_folds=fit_folds, kept=(None if kept is None else StackedHeads.kept), n_parameters=n_par)
 
@@ -114,7 +123,7 @@ def fit(task: Task, support: Support, cfg: ExperimentConfig, cols: list[int],
     score_text = pool_text if when == "per-image" else kept_text(task, cols, kept)
     top = cfg.selection.top_k if when == "per-image" else None
     if cfg.train.epochs == 0:  # the head at initialisation
-        head = make_head(task, cfg, len(cols))
+        head = make_head(task, cfg, cols=cols)
         return FittedSDMAD(TrainedHead(head.eval(), [], 0), task, score_text, cfg.model.adapter_mode, kept, None, top)
     score_of = (lambda rows: pool_text) if when == "per-image" else chosen
     out = fit_heads(task, support, cfg, cols, train_text, score_text, score_of, kept, top, checkpoint)

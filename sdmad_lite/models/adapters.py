@@ -14,6 +14,9 @@ per anomaly category, plus the anchor):
 - **side**: the adapters read the frozen taps and do not feed back. The whole backbone can
   be cached once per image, which makes few-shot training nearly free (the book compares
   the two).
+- **shift** (the paper's Shift Adapter, a parallel branch): the adapter of block ℓ reads the
+  block's *input* (the output of block ℓ−1) and is mixed with the block's output,
+  ``f_out = λ·f^ℓ + (1 − λ)·σ(W2 σ(W1 f^{ℓ−1}))``; without feed-through, so cacheable like *side*.
 
 :class:`BranchAdapters` keeps the weights of every branch and block stacked in two tensors, so
 that all of them are computed in two batched products and the optimiser updates two tensors
@@ -103,11 +106,13 @@ class BranchAdapters(nn.Module):
         self.down = nn.Parameter(torch.stack([torch.stack([d[j][0].T for d in draws], 1) for j in range(len(self.blocks))]))
         self.up = nn.Parameter(torch.stack([torch.stack([d[j][1].T for d in draws]) for j in range(len(self.blocks))]))
 
-    def all_branches(self, f: torch.Tensor) -> torch.Tensor:
+    def all_branches(self, f: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         """Every branch's adapter of every block on that block's tokens.
 
-        ``f``: (n_blocks, B, T, W), the tokens of each adapted block; returns
-        (B, n_branches, n_blocks, T, W). Two batched products in all.
+        ``f``: (n_blocks, B, T, W), the tokens each block's adapters read; returns
+        (B, n_branches, n_blocks, T, W), ``λ·base + (1−λ)·A(f)`` with ``base`` (same shape as ``f``)
+        the tokens they are mixed with: ``f`` itself by default (side), the blocks' outputs when
+        ``f`` holds their inputs (shift). Two batched products in all.
         """
         nl, width, nb, hid = self.down.shape
         _, b, t, _ = f.shape
@@ -116,7 +121,8 @@ class BranchAdapters(nn.Module):
         h = h.view(nl, b * t, nb, hid).transpose(1, 2).reshape(nl * nb, b * t, hid)
         ada = F.leaky_relu(_bmm(h, self.up.reshape(nl * nb, hid, width)))  # (L·nb, BT, W)
         ada = ada.view(nl, nb, b, t, width).permute(2, 1, 0, 3, 4)
-        return self.lam * f.permute(1, 0, 2, 3).unsqueeze(1) + (1.0 - self.lam) * ada
+        mix = f if base is None else base
+        return self.lam * mix.permute(1, 0, 2, 3).unsqueeze(1) + (1.0 - self.lam) * ada
 
     def per_branch(self, block: int, f: torch.Tensor) -> torch.Tensor:
         """Each branch's adapter of ``block`` on that branch's own tokens (the residual variant).

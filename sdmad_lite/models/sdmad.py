@@ -17,10 +17,14 @@ sign selection), ``t_N`` / ``t_A`` the normal / abnormal anchor prompts. The sco
 and the anchor ``ℓ_a = (1/τ) · mean_ℓ [cos(u_a^ℓ, t_A) − cos(u_a^ℓ, t_N)]``. Patch tokens mapped
 the same way give sign-similarity maps for localization.
 
-Two placements of the adapters (:meth:`SDMADHead.forward`): *side* (the default) adapts the
+Three placements of the adapters (:meth:`SDMADHead.forward`): *side* (the default) adapts the
 frozen taps and does not feed back, so the whole backbone is cached once per image; *residual*
-(the paper's MVFA pattern) carries every branch's adapted stream through the following frozen
-blocks.
+(MVFA's pattern) carries every branch's adapted stream through the following frozen blocks;
+*shift* (the paper's Shift Adapter, a parallel branch) mixes each adapted block's output with the
+adapter of its input, ``λ·f^ℓ + (1−λ)·A_b^ℓ(f^{ℓ−1})``, without feed-through (cacheable like side),
+and adds the text-side Shift Adapter on the last text layer (``models/shift.py``): the head then
+scores against adapted text (:meth:`SDMADHead.text_vectors`), one text adapter per model, shared by
+its branches.
 """
 from __future__ import annotations
 
@@ -32,8 +36,9 @@ from torch import nn
 
 from .adapters import BranchAdapters
 from .backbone import Backbone
+from .shift import PromptStates, TextShift, TextVectors, category_means
 
-PLACEMENTS = ("side", "residual")
+PLACEMENTS = ("side", "residual", "shift")
 INITS = ("near-identity", "default")
 
 
@@ -66,8 +71,7 @@ class TextBank:
 
     def category_means(self) -> torch.Tensor:
         """t̄_c: the normalised mean of each category's active signs, (C, D)."""
-        w = self.active.float().unsqueeze(-1)
-        return F.normalize((self.signs * w).sum(1) / w.sum(1).clamp(min=1), dim=-1)
+        return category_means(self.signs, self.active)
 
 
 class SDMADHead(nn.Module):
@@ -80,12 +84,14 @@ class SDMADHead(nn.Module):
     independent heads (a tuning grid × cross-validation folds) in one set of batched adapters:
     :meth:`forward` then returns features whose branch axis holds every model's branches, and
     :meth:`per_model` splits them into a leading model axis that :meth:`logits` and
-    :meth:`sign_similarities` accept.
+    :meth:`sign_similarities` accept. ``text_states`` (the shift placement): the end-of-text states of
+    the prompts the head reads, on which a text-side Shift Adapter per model is trained (``models/shift.py``;
+    near-identity as the image adapters).
     """
 
     def __init__(self, n_categories: int, blocks: list[int], width: int, hidden: int = 128, lam: float = 0.8,
                  temperature: float = 0.07, text_adapter: bool = False, embed_dim: int | None = None,
-                 n_models: int = 1, init: str = "near-identity"):
+                 n_models: int = 1, init: str = "near-identity", text_states: PromptStates | None = None):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"model.adapter_init must be one of {', '.join(INITS)}, got {init!r}")
@@ -103,6 +109,14 @@ class SDMADHead(nn.Module):
                 raise ValueError("text_adapter=True needs embed_dim")
             self.text_adapter = nn.Linear(embed_dim, embed_dim, bias=False)
             nn.init.zeros_(self.text_adapter.weight)
+        self.shift_text = None
+        if text_states is not None:
+            if text_adapter:
+                raise ValueError("model.text_adapter and the shift placement's text adapter exclude each other")
+            self.shift_text = TextShift(text_states, hidden, lam, n_models)
+            if init == "near-identity":
+                with torch.no_grad():
+                    self.shift_text.up.mul_(0.01)
 
     @property
     def anchor_branch(self) -> int:
@@ -121,7 +135,23 @@ class SDMADHead(nn.Module):
             return t
         return F.normalize(t + self.text_adapter(t), dim=-1)
 
-    def branch_features(self, taps: dict[int, torch.Tensor], to_joint, tokens: str = "cls") -> torch.Tensor:
+    def text_vectors(self, text: TextBank) -> TextVectors:
+        """The text the head scores with: ``text`` as it is (through the optional ``text_adapter``), or,
+        with a text-side Shift Adapter, the adapted embeddings of the head's prompts, ``text`` giving the
+        active signs; a stack's text then has a leading model axis (:class:`~sdmad_lite.models.shift.TextVectors`)."""
+        if self.shift_text is None:
+            return TextVectors(self.adapt_text(text.signs), self.adapt_text(text.category_means()),
+                               self.adapt_text(text.normal[None])[0], self.adapt_text(text.abnormal[None])[0])
+        if tuple(text.signs.shape[:2]) != self.shift_text.states.shape:
+            raise ValueError(f"the head's text adapter reads prompts of a {self.shift_text.states.shape} sign layout; "
+                             f"this text bank is {tuple(text.signs.shape[:2])}")
+        signs, normal, abnormal = self.shift_text()
+        if self.n_models == 1:
+            signs, normal, abnormal = signs[0], normal[0], abnormal[0]
+        return TextVectors(signs, category_means(signs, text.active), normal, abnormal)
+
+    def branch_features(self, taps: dict[int, torch.Tensor], to_joint, tokens: str = "cls",
+                        shift: bool = False) -> torch.Tensor:
         """u_b^ℓ for every branch and block: (B, n_branches, n_blocks, D), L2-normalised.
 
         ``taps``: {block: (B, 1+P, width)}; ``to_joint``: the backbone's ln_post+proj.
@@ -129,10 +159,15 @@ class SDMADHead(nn.Module):
         block are adapted in one batched product (:meth:`~sdmad_lite.models.adapters.BranchAdapters.all_branches`), and the
         adapted tokens of all blocks go through ``to_joint`` in one call: the same function as
         calling each branch's :class:`~sdmad_lite.models.adapters.Adapter` in turn, without the
-        per-module overhead.
+        per-module overhead. ``shift``: the adapters read each block's input, ``taps[block − 1]``, and are
+        mixed with its output (the shift placement).
         """
         sl = slice(0, 1) if tokens == "cls" else slice(1, None)
-        adapted = self.adapters.all_branches(torch.stack([taps[blk][:, sl] for blk in self.blocks]))
+        f = torch.stack([taps[blk][:, sl] for blk in self.blocks])
+        if shift:
+            adapted = self.adapters.all_branches(torch.stack([taps[blk - 1][:, sl] for blk in self.blocks]), base=f)
+        else:
+            adapted = self.adapters.all_branches(f)
         z = F.normalize(to_joint(adapted), dim=-1)  # (B, nb, L, T, D)
         return z[:, :, :, 0] if tokens == "cls" else z
 
@@ -143,10 +178,12 @@ class SDMADHead(nn.Module):
         ``placement="side"``: :meth:`branch_features` on the taps. ``"residual"``: every branch
         carries its own stream through the frozen blocks after the first adapted one, resumed from
         the cached tap of that block (exact); the branches travel stacked in the batch dimension
-        (one pass, not one per branch). ``tokens="patches"`` returns (B, branches, blocks, P, D).
+        (one pass, not one per branch). ``"shift"``: :meth:`branch_features` with each block's adapters
+        on its input ``taps[block − 1]`` (0: the embeddings after ``ln_pre``), mixed with its output.
+        ``tokens="patches"`` returns (B, branches, blocks, P, D).
         """
-        if placement == "side":
-            return self.branch_features(taps, backbone.to_joint, tokens)
+        if placement in ("side", "shift"):
+            return self.branch_features(taps, backbone.to_joint, tokens, shift=placement == "shift")
         if placement != "residual":
             raise ValueError(f"model.adapter_mode must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         ads, first = self.adapters, self.blocks[0]
@@ -166,26 +203,33 @@ class SDMADHead(nn.Module):
         z = z.reshape(nb, b, *z.shape[1:]).transpose(0, 1)  # (B, nb, L, T', D)
         return z[:, :, :, 0] if tokens == "cls" else z
 
-    def logits(self, u: torch.Tensor, text: TextBank) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, u: torch.Tensor, text: TextBank | TextVectors) -> tuple[torch.Tensor, torch.Tensor]:
         """Category logits s_c (..., B, C) and anchor logit s_a (..., B) from branch features ``u``
-        (..., B, C+1, L, D); a leading model axis (:meth:`per_model`) is kept."""
-        t_c = self.adapt_text(text.category_means())  # (C, D)
-        t_n = self.adapt_text(text.normal[None])[0]
-        t_a = self.adapt_text(text.abnormal[None])[0]
+        (..., B, C+1, L, D); a leading model axis (:meth:`per_model`) is kept. ``text``: a bank, or the
+        :meth:`text_vectors` of one (computed once by a caller that reads the text several times)."""
+        tv = text if isinstance(text, TextVectors) else self.text_vectors(text)
+        t_c, t_n, t_a = tv.means, tv.normal, tv.abnormal  # (C, D), (D,), (D,)
         uc = u[..., : self.n_categories, :, :]  # (..., B, C, L, D)
         ua = u[..., self.anchor_branch, :, :]  # (..., B, L, D)
+        if tv.per_model:  # a stack with a text per model: u (M, B, C+1, L, D), text (M, C, D), (M, D)
+            t_n4 = t_n[:, None, None, None]
+            cat = ((uc * t_c[:, None, :, None]).sum(-1) - (uc * t_n4).sum(-1)).mean(-1) / self.temperature
+            anc = ((ua * t_a[:, None, None]).sum(-1) - (ua * t_n[:, None, None]).sum(-1)).mean(-1) / self.temperature
+            return cat, anc
         cat = ((uc * t_c[None, :, None]).sum(-1) - (uc @ t_n)).mean(-1) / self.temperature
         anc = ((ua @ t_a) - (ua @ t_n)).mean(-1) / self.temperature
         return cat, anc
 
-    def sign_similarities(self, u: torch.Tensor, text: TextBank) -> torch.Tensor:
+    def sign_similarities(self, u: torch.Tensor, text: TextBank | TextVectors) -> torch.Tensor:
         """cos(u_c, t_{c,j}) averaged over blocks: (..., B, C, K) (for selection and the losses)."""
+        tv = text if isinstance(text, TextVectors) else self.text_vectors(text)
         uc = u[..., : self.n_categories, :, :].mean(-2)  # (..., B, C, D)
-        return torch.einsum("...bcd,ckd->...bck", uc, self.adapt_text(text.signs))
+        if tv.per_model:
+            return torch.einsum("mbcd,mckd->mbck", uc, tv.signs)
+        return torch.einsum("...bcd,ckd->...bck", uc, tv.signs)
 
     def sign_maps(self, patch_u: torch.Tensor, text: TextBank) -> torch.Tensor:
-        """Patch-level similarity to each category's active signs: (B, C, P), block-averaged."""
-        t_c = self.adapt_text(text.category_means())
+        """Patch-level similarity to each category's active signs: (B, C, P), block-averaged (one head)."""
+        tv = self.text_vectors(text)
         uc = patch_u[:, : self.n_categories].mean(2)  # (B, C, P, D)
-        t_n = self.adapt_text(text.normal[None])[0]
-        return (uc * t_c[None, :, None]).sum(-1) - uc @ t_n
+        return (uc * tv.means[None, :, None]).sum(-1) - uc @ tv.normal

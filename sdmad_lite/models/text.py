@@ -8,6 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from ..features import TextEmbeddings
+from .checkpoints import BackboneError
+
+#: per process, per backbone key: text -> (h_in, h_out) of its end-of-text token (:meth:`TextTower.eot_states`)
+_EOT: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
 
 
 class TextTower:
@@ -94,6 +98,52 @@ class TextTower:
         x = x[torch.arange(x.shape[0]), eot]
         x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
         return x.reshape(n_models, n_prompts, -1).to(out_device)
+
+    @torch.no_grad()
+    def eot_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h_in, h_out)``, each (N, width) float32 on the CPU: the end-of-text token's hidden state
+        entering and leaving the *last* layer of the text transformer, for each of ``texts``.
+
+        What the text-side Shift Adapter needs (``models/shift.py``): the embedding reads only that
+        token after the last layer (``ln_final``, projection: :meth:`text_from_eot`), and the layer is
+        causal, so a parallel adapter on the last layer changes the embedding only through it — the
+        adapted embedding of a prompt is exact from these two vectors. Encoded one text per call, as
+        the text embeddings (a text's states never depend on what else was asked), and kept for the
+        process (per backbone key).
+        """
+        m = self.model
+        if getattr(m, "text_pool_type", None) != "argmax" or not hasattr(m, "token_embedding"):
+            raise BackboneError(f"{self.key}: the text-side shift adapter needs a CLIP text tower that pools its "
+                                "end-of-text token")
+        memo = _EOT.setdefault(self.key, {})
+        tr = m.transformer
+        for text in dict.fromkeys(t for t in texts if t not in memo):
+            tok = self.tokenizer([text]).to(self.device)
+            length = int((tok != 0).sum(1).max())
+            t = tok[:, :length]
+            x = m.token_embedding(t) + m.positional_embedding[:length]
+            mask = m.attn_mask[:length, :length]
+            x = x if tr.batch_first else x.transpose(0, 1)
+            for block in tr.resblocks[:-1]:
+                x = block(x, attn_mask=mask)
+            h_in = x
+            x = tr.resblocks[-1](x, attn_mask=mask)
+            if not tr.batch_first:
+                h_in, x = h_in.transpose(0, 1), x.transpose(0, 1)
+            eot = int(t[0].argmax())
+            memo[text] = (h_in[0, eot].float().cpu(), x[0, eot].float().cpu())
+        if not texts:
+            return torch.empty(0, tr.width), torch.empty(0, tr.width)
+        return torch.stack([memo[t][0] for t in texts]), torch.stack([memo[t][1] for t in texts])
+
+    def text_from_eot(self, h: torch.Tensor) -> torch.Tensor:
+        """The text embedding (…, embed_dim), unnormalised, of end-of-text hidden states ``h`` (…, width)
+        leaving the last text layer: ``ln_final`` and the text projection. Differentiable; computed where
+        the backbone is, the result back on the device of ``h`` (as ``Backbone.to_joint`` for images)."""
+        m = self.model
+        x = m.ln_final(h.to(self.device))
+        x = x @ m.text_projection if not isinstance(m.text_projection, torch.nn.Linear) else m.text_projection(x)
+        return x.to(h.device)
 
     @property
     def text_embeddings(self) -> TextEmbeddings:
