@@ -75,35 +75,49 @@ def enabled() -> bool:
 
 
 def read(cfg: ExperimentConfig) -> dict | None:
-    """The cached row of ``cfg``, or None (absent, unreadable, or not a finished row: recomputed)."""
+    """The cached row of ``cfg``, or None (absent, unreadable, edited since it was written, or not a finished
+    row of ``cfg``: recomputed). An entry holds the row and a digest of it: a value edited by hand no longer
+    matches (made-up metrics are never reported as measured)."""
     path = result_path(cfg)
     if not enabled() or not path.is_file():
         return None
     try:
-        row = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        entry = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT or not isinstance(entry.get("row"), dict):
+        return None
+    row = entry["row"]
+    if entry.get("digest") != stable_hash(row, 64):
         return None
     return row if is_finished_row(row, cfg) else None
 
 
 def write(cfg: ExperimentConfig, row: dict) -> dict:
-    """Keep ``row`` as the result of ``cfg``; returns it as read back (JSON types)."""
+    """Keep ``row`` as the result of ``cfg`` (with its digest); returns it as read back (JSON types)."""
+    clean = json.loads(json.dumps(row, default=float))
     if not enabled():
         return row
-    path = result_path(cfg)
-    write_json(path, row)
-    return json.loads(path.read_text())
+    write_json(result_path(cfg), {"format": FORMAT, "digest": stable_hash(clean, 64), "row": clean})
+    return clean
+
+
+#: the layout of a result-cache entry: ``{"format", "digest", "row"}``
+FORMAT = 2
 
 
 #: what every finished row holds, and the metrics that must be numbers in [0, 1] (or NaN)
 REQUIRED = ("method", "seed", "k_shot", "config_hash", "integrated.subset_accuracy", "integrated.hamming_score",
             "wall_time_s")
 IN_UNIT = ("integrated.subset_accuracy", "integrated.hamming_score", "integrated.macro_auroc", "per-anomaly.mean_auroc")
+#: of those, the metrics that are never NaN (an AUROC is, when no category has both labels)
+DEFINED = ("integrated.subset_accuracy", "integrated.hamming_score")
 
 
 def is_finished_row(row, cfg: ExperimentConfig | None = None) -> bool:
-    """A row that holds a whole run (of ``cfg`` when given): every required key, metrics in [0, 1] or NaN
-    (a row cut by a crash, or edited by hand into something impossible, is not one)."""
+    """A row that holds a whole run (of ``cfg`` when given): every required key, metrics in [0, 1] (the
+    AUROCs may be NaN, the accuracies never; a row cut by a crash, or edited by hand into something
+    impossible, is not one)."""
     if not isinstance(row, dict):
         return False
     for key in REQUIRED:
@@ -114,6 +128,8 @@ def is_finished_row(row, cfg: ExperimentConfig | None = None) -> bool:
         if v is None:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isnan(v) or 0.0 <= v <= 1.0):
+            return False
+        if key in DEFINED and math.isnan(v):  # a mean over the test images: defined whenever there are any
             return False
     if cfg is not None and row.get("config_hash") != config_hash(cfg):
         return False

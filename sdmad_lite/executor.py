@@ -6,14 +6,16 @@ number of workers. Runs already in the result cache are answered at once.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Iterator, Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import cache, methods, settings
 from .config import ExperimentConfig
@@ -50,6 +52,64 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
                                initargs=(os.getpid(),))
 
 
+def stop_pool(ex: ProcessPoolExecutor) -> None:
+    """End a pool at once (Ctrl-C, an error): runs not started are cancelled, the workers are terminated (a
+    run in progress is lost; the result cache keeps every run that finished), nothing is waited for."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
+@contextlib.contextmanager
+def running_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """:func:`process_pool` for a block: shut down normally when the block ends, stopped at once
+    (:func:`stop_pool`) when it is left by an exception — Ctrl-C above all, which would otherwise wait for
+    every run in progress to finish."""
+    ex = process_pool(workers)
+    try:
+        yield ex
+    except BaseException:
+        stop_pool(ex)
+        raise
+    ex.shutdown(wait=True)
+
+
+class _Lines:
+    """A stream for a progress bar in a log (no terminal, no notebook): each redraw becomes one line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.strip("\r\n")
+        if text.strip():
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _interactive() -> bool:
+    """stderr is a terminal, or this is a Jupyter kernel (whose front end redraws a line on ``\\r``)."""
+    try:
+        return sys.stderr.isatty() or "ipykernel" in sys.modules
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_bar(total: int, desc: str = "runs", disable: bool = False) -> tqdm:
+    """A text progress bar (tqdm) on stderr that works everywhere: redrawn in place in a terminal or a notebook;
+    in a plain log, a line at most every 30 s (a long build shows it is alive without flooding its log)."""
+    if _interactive():
+        return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, mininterval=0.5)
+    return tqdm(total=total, desc=desc, disable=disable, file=_Lines(sys.stderr), mininterval=30, ncols=80,
+                ascii=True)
+
+
 def run_job(cfg_dict: dict) -> dict:
     """One run in a worker process: the config as a dict, run exactly as given (cached)."""
     return run_cached(ExperimentConfig.from_dict(cfg_dict))
@@ -84,7 +144,7 @@ def _local(cfgs: list[ExperimentConfig], todo: list[int], workers: int) -> Itera
         for i in todo:
             yield i, run_cached(cfgs[i])
         return
-    with process_pool(min(workers, len(todo))) as ex:
+    with running_pool(min(workers, len(todo))) as ex:
         # first the distinct tasks, one per worker at a time (no two workers extract the same features),
         # with the most patches any of their runs reads (the others read their class tokens from those files)
         tasks, patches = {}, {}
@@ -120,7 +180,7 @@ def iter_runs(cfgs: Sequence[ExperimentConfig], workers: int | None = None, back
         raise ConfigError(f"unknown backend {backend!r}; choose local or ray")
     cfgs = list(cfgs)
     workers = default_workers() if workers is None else int(workers)
-    bar = tqdm(total=len(cfgs), disable=not progress, desc="runs")
+    bar = progress_bar(len(cfgs), "runs", disable=not progress)
     todo = []
     for i, c in enumerate(cfgs):
         row = cache.read(c)
@@ -138,7 +198,8 @@ def iter_runs(cfgs: Sequence[ExperimentConfig], workers: int | None = None, back
 
 def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None, backend: str = "local",
              progress: bool = False) -> list[dict]:
-    """:func:`~sdmad_lite.run.run_cached` for every config, rows in the order of ``cfgs`` (:func:`iter_runs`)."""
+    """:func:`~sdmad_lite.run.run_cached` for every config, rows in the order of ``cfgs`` (:func:`iter_runs`).
+    ``workers``: None for :func:`default_workers` (``SDMAD_WORKERS``); ``progress``: a :func:`progress_bar`."""
     cfgs = list(cfgs)
     rows: list[dict | None] = [None] * len(cfgs)
     for i, row in iter_runs(cfgs, workers, backend, progress):

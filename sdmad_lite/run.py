@@ -3,7 +3,8 @@ protocols → one flat row of results.
 
 A run writes into its own folder: ``config.yaml`` (what it ran), ``split.json`` (the shots it
 drew), ``checkpoint.pt`` (the trained adapters; also the resume point), ``history.json`` and
-``metrics.json``. An existing run folder is never overwritten without ``overwrite=True``.
+``metrics.json``. An existing run folder is never overwritten without ``overwrite=True``, and with it the
+old run's files are replaced only once the new run has finished (it runs in ``.NAME.overwrite`` beside).
 :func:`run_cached` memoises rows on disk (``cache.py``); many runs at once: ``executor.py``.
 
 The keys of a row are the config's own dotted keys (``k_shot``, ``data.dataset``, ``selection.noise``,
@@ -12,6 +13,7 @@ The keys of a row are the config's own dotted keys (``k_shot``, ``data.dataset``
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -49,16 +51,40 @@ def settings_of(cfg: ExperimentConfig) -> dict:
     return row
 
 
-def _prepare_folder(out: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
+#: the files of a run folder (the user's other files there are never touched)
+RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "history.json", "metrics.json")
+
+
+def _prepare_folder(out: Path, cfg: ExperimentConfig, overwrite: bool) -> Path:
+    """The folder the run writes into: ``out`` itself, or, with ``overwrite``, a fresh ``.NAME.overwrite``
+    beside it whose files replace the old run's only once the new run has finished (:func:`_finish_folder`):
+    a failing or interrupted new run leaves the old results as they were."""
     if (out / "metrics.json").exists() and not overwrite:
         raise RunExistsError(f"{out} already holds a finished run (metrics.json); choose another --out or pass --overwrite")
     if (out / "config.yaml").exists() and not overwrite and load_config(out / "config.yaml").to_dict() != cfg.to_dict():
         raise RunExistsError(f"{out} holds an unfinished run of another config; choose another --out or pass --overwrite")
-    if overwrite:  # a fresh run: never resume the adapters of the run being replaced
-        for name in ("checkpoint.pt", "history.json", "split.json", "metrics.json"):
+    work = out.parent / f".{out.name}.overwrite" if overwrite and out.is_dir() else out
+    if work != out:  # a fresh run: never resume the adapters of the run being replaced, nor of an earlier try
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, work / "config.yaml")
+    return work
+
+
+def _finish_folder(work: Path, out: Path) -> None:
+    """Move a finished run from ``work`` into ``out`` (nothing to do when they are the same folder): the old
+    ``metrics.json`` goes first (a folder caught half-way is never a finished run), the new one last; the old
+    run's files that the new run did not write are removed; other files in ``out`` stay."""
+    if work == out:
+        return
+    (out / "metrics.json").unlink(missing_ok=True)
+    for name in RUN_FILES:
+        if name != "metrics.json" and not (work / name).exists():
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    for name in RUN_FILES:
+        if (work / name).exists():
+            os.replace(work / name, out / name)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwrite: bool = False,
@@ -70,9 +96,8 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
     task = get_task(cfg, progress, patches=methods.patches_read(cfg))  # checks the shots can be drawn, first
     if "open-set" in cfg.protocols:  # its held-out category and support set, before anything trains
         check_feasible(task.pool, cfg, open_set_columns(task, cfg)[1])
-    out = Path(out_dir) if out_dir else None
-    if out is not None:
-        _prepare_folder(out, cfg, overwrite)
+    final = Path(out_dir) if out_dir else None
+    out = _prepare_folder(final, cfg, overwrite) if final is not None else None
     seed_everything(cfg.seed)
     support = task.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction,
                                 split_file=out / "split.json" if out else None)
@@ -100,9 +125,10 @@ def run(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None, overwri
     if fitted.best_epoch is not None:
         row["best_epoch"] = fitted.best_epoch
     if out is not None:
-        write_json(out / "metrics.json", row)
         if fitted.history is not None:
             write_json(out / "history.json", fitted.history)
+        write_json(out / "metrics.json", row)
+        _finish_folder(out, final)
     return row
 
 

@@ -15,7 +15,7 @@ from .cache import code_fingerprint, config_hash, is_finished_row
 from .config import ExperimentConfig
 from .errors import ConfigError
 from .executor import iter_runs
-from .io import stable_hash
+from .io import exclusive_lock, stable_hash
 from .methods import config_for
 from .results import ResultsFileError, read_meta, read_rows, sidecar_path, write_meta, write_rows
 
@@ -56,25 +56,30 @@ def sweep(base: ExperimentConfig, methods: Sequence[str], seeds: Iterable[int], 
     recomputed (with a warning), a run asked for twice is run once, and rows of the same sweep that are not
     asked for now are kept. ``backend``: ``local`` (sequential, or a process pool with ``workers`` > 1) or
     ``ray`` (``ray_address`` or ``RAY_ADDRESS`` joins a cluster; each run asks for ``cpus_per_run`` CPUs and
-    ``gpus_per_run`` GPUs). The CSV is written by this process only, as rows arrive.
+    ``gpus_per_run`` GPUs). The CSV is written by this process only, as rows arrive; ``NAME.lock`` beside it
+    keeps a second sweep on the same CSV out (:class:`~sdmad_lite.io.LockedError`) instead of both reporting
+    success with one sweep's rows.
     """
     out = Path(out_csv)
     wanted = plan(base, methods, seeds, shots)
-    done = _resumable_rows(out, base)
-    keep = [r for r in done if is_finished_row(r)]
-    bad = len(done) - len(keep)
-    if bad:
-        warnings.warn(f"{out}: {bad} row(s) cut or holding impossible values are recomputed", stacklevel=2)
-    have = {r["config_hash"] for r in keep}
-    todo = [(h, c) for h, c in wanted.items() if h not in have]
-    rows = list(keep)
-    write_meta(out, base=base_hash(base))
-    if bad:
-        write_rows(out, rows)
-    opts = {"address": ray_address, "num_cpus": cpus_per_run, "num_gpus": gpus_per_run}
-    for _, row in iter_runs([c for _, c in todo], workers, backend, progress, opts):
-        rows.append(row)  # its config_hash is the run's (run.run records it)
-        write_rows(out, rows)
+    if not wanted:
+        raise ConfigError("a sweep of no run: give at least one method, seed and shot count")
+    with exclusive_lock(out, "another sweep"):  # two sweeps on one CSV would each keep only their own rows
+        done = _resumable_rows(out, base)
+        keep = [r for r in done if is_finished_row(r)]
+        bad = len(done) - len(keep)
+        if bad:
+            warnings.warn(f"{out}: {bad} row(s) cut or holding impossible values are recomputed", stacklevel=2)
+        have = {r["config_hash"] for r in keep}
+        todo = [(h, c) for h, c in wanted.items() if h not in have]
+        rows = list(keep)
+        write_meta(out, base=base_hash(base))
+        if bad:
+            write_rows(out, rows)
+        opts = {"address": ray_address, "num_cpus": cpus_per_run, "num_gpus": gpus_per_run}
+        for _, row in iter_runs([c for _, c in todo], workers, backend, progress, opts):
+            rows.append(row)  # its config_hash is the run's (run.run records it)
+            write_rows(out, rows)
     return rows
 
 

@@ -69,8 +69,12 @@ def test_a_dicom_without_suffix_is_read(tmp_path):
     np.testing.assert_array_equal(load_image(q), load_image(p))
 
 
-def test_compressed_pixels_without_a_decoder_name_the_package(tmp_path):
+def test_compressed_pixels_without_a_decoder_name_the_package(tmp_path, monkeypatch):
     from pydicom.encaps import encapsulate
+
+    from sdmad_lite.data import images
+
+    monkeypatch.setattr(images, "_decoders_installed", lambda: False)  # as without the dicom extra's decoders
 
     p = write_dicom(tmp_path / "j.dcm", ramp())
     ds = pydicom.dcmread(p)
@@ -78,7 +82,7 @@ def test_compressed_pixels_without_a_decoder_name_the_package(tmp_path):
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.PixelData = encapsulate([b"\xff\xd8 not a real jpeg stream \xff\xd9"])
     ds.save_as(p, enforce_file_format=True)
-    with pytest.raises(ImageLoadError, match=r"compressed .*pip install pylibjpeg"):
+    with pytest.raises(ImageLoadError, match=r"compressed \(JPEG Baseline.*pip install 'sdmad-lite\[dicom\]' \(pylibjpeg"):
         load_image(p)
 
 

@@ -406,8 +406,11 @@ def test_cli_list_and_show(capsys):
     assert "heartburn" not in out and "not drawn" in out and "draws visceral_pleural_line" in out
     assert "shallow breathing after recent abdominal surgery" in out
 
-    assert _run(["signs", "show", "no_such_bank"]) == 2
-    assert "no sign file" in capsys.readouterr().out
+    from sdmad_lite.cli import main
+
+    assert main(["signs", "show", "no_such_bank"]) == 2  # the error on stderr, one line (issue 25)
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("sdmad signs: error: no sign file 'no_such_bank'") and len(err.splitlines()) == 1
 
 
 def test_error_phantom_shared_sign_mapped_per_category(tmp_path):

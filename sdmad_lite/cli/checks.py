@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 from ..config import ConfigError
+from ..io import OutputPathError, output_target
 
 
 class ArgumentError(ConfigError):
@@ -23,6 +26,25 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {v}")
+    return v
+
+
+def threads(text: str) -> int:
+    """An argparse type: a number of threads, 0 (the library's default) … 1024."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, got {text!r}") from None
+    if not 0 <= v <= 1024:
+        raise argparse.ArgumentTypeError(f"expected 0 (the default) … 1024 threads, got {v}")
+    return v
+
+
+def image_side(text: str) -> int:
+    """An argparse type: an image side in pixels, 16 … 4096 (as ``data.image_size`` in a config)."""
+    v = positive_int(text)
+    if not 16 <= v <= 4096:
+        raise argparse.ArgumentTypeError(f"expected a side of 16 … 4096 pixels, got {v}")
     return v
 
 
@@ -95,29 +117,58 @@ def shots(text: str) -> list[int]:
 
 
 def output_dir(path: str | os.PathLike, option: str) -> Path:
-    """``path`` can be a folder to write into: not a file, not under a file, writable (created later)."""
+    """``path`` can be a folder to write into: not a file or another non-folder, not under a file, and a file
+    can really be created there or in the nearest folder above it that exists (created later)."""
     p = Path(path).expanduser()
     q = _nearest(p)
-    if q.is_file():
-        what = "is a file, not a folder" if q == p else f"is under the file {q}"
-        raise ArgumentError(f"{option} {p} {what}; give the path of a folder")
-    if not os.access(q, os.W_OK):
-        where = "the folder is not writable" if q == p else f"cannot create it in {q} (permission denied)"
-        raise ArgumentError(f"{option} {p}: {where}; give a writable folder")
+    if q.exists() and not q.is_dir():
+        if q == p:
+            what = "is a file" if q.is_file() else f"is a {_kind(q)}"
+            raise ArgumentError(f"{option} {p} {what}, not a folder; give the path of a folder")
+        what = f"the file {q}" if q.is_file() else f"{q}, which is not a folder"
+        raise ArgumentError(f"{option} {p} is under {what}; give the path of a folder")
+    _probe(q, p, option, "folder")
     return p
 
 
 def output_file(path: str | os.PathLike, option: str) -> Path:
-    """``path`` can be a file to (re)write atomically: not a folder, not under a file, in a writable folder."""
+    """``path`` can be a file to (re)write atomically: a regular file or none yet (a symbolic link is written
+    through to its target), not under a file, in a folder where a file can really be created."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise ArgumentError(f"{option} {p} is a folder; give the path of a file (e.g. {p / 'results.csv'})")
-    q = _nearest(p.parent)
-    if q.is_file():
-        raise ArgumentError(f"{option} {p} is under the file {q}; give another path")
-    if not os.access(q, os.W_OK):
-        raise ArgumentError(f"{option} {p}: cannot write in {q} (permission denied); give a writable place")
+    try:
+        target = output_target(p)
+    except OutputPathError as e:
+        raise ArgumentError(f"{option}: {e}") from None
+    q = _nearest(target.parent)
+    if q.exists() and not q.is_dir():
+        what = f"the file {q}" if q.is_file() else f"{q}, which is not a folder"
+        raise ArgumentError(f"{option} {p} is under {what}; give another path")
+    _probe(q, p, option, "place")
     return p
+
+
+def _kind(p: Path) -> str:
+    """What a path that is neither a file nor a folder is, in words."""
+    mode = p.stat().st_mode
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _probe(q: Path, p: Path, option: str, what: str) -> None:
+    """Create and delete a file in the folder ``q``: what ``os.access`` says is not what the file system does
+    (root in ``/proc``, a read-only mount, a full quota)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=q, prefix=".sdmad-probe.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        where = "" if q == p else f" (it would be created in {q})"
+        raise ArgumentError(f"{option} {p}: cannot write there{where}: {e.strerror}; give a writable {what}") from None
 
 
 def _nearest(p: Path) -> Path:

@@ -5,7 +5,7 @@ import argparse
 import functools
 from typing import Any
 
-from ..signs import SignBank, SignFileError
+from ..signs import SignBank
 
 
 def _print_bank(bank: SignBank, show_all: bool) -> None:
@@ -48,12 +48,7 @@ def _cmd_signs(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
                   f"{st['selected']:>8} {st['selected_prompts']:>8}")
         return 0
     if args.signs_command == "show":
-        try:
-            bank = SignBank.load(args.name)
-        except (FileNotFoundError, SignFileError) as e:
-            print(f"error: {e}")
-            return 2
-        _print_bank(bank, args.all)
+        _print_bank(SignBank.load(args.name), args.all)  # an error: one message on stderr (sdmad_lite.cli.main)
         return 0
     if parser is not None:
         parser.print_help()

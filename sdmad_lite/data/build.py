@@ -7,8 +7,10 @@ each capped by ``data.n_test`` / ``data.n_pool`` with a seeded subset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,20 +117,36 @@ def real_datasets(cfg: ExperimentConfig):
     return out[0], out[1]
 
 
+#: files up to this size are fingerprinted by their whole content; larger ones by their first and last MB
+WHOLE_FILE_BYTES = 2 << 20
+
+
 def file_fingerprint(paths) -> str:
-    """What identifies a set of files without reading them all: each one's name, size and modification
-    time, and the first and last MB of every file over 2 MB (a replaced file of the same size changes it)."""
+    """What identifies a set of files: each one's name and size, and its content — all of its bytes up to
+    :data:`WHOLE_FILE_BYTES` (every image of the real datasets: an image replaced by another of the same
+    name, size and time changes it); a larger one (an ``.npz`` of gigabytes, not read whole) by its
+    modification time and its first and last MB. A copy of the same small files answers from the cache.
+    Each file is read once per process while its status (size, times, inode) stays the same."""
     h = hashlib.sha256()
     for p in paths:
-        p = Path(p)
-        st = p.stat()
-        h.update(f"{p.name}\x00{st.st_size}\x00{st.st_mtime_ns}".encode())
-        if st.st_size > 2 << 20:
-            with open(p, "rb") as f:
-                h.update(f.read(1 << 20))
-                f.seek(-(1 << 20), 2)
-                h.update(f.read(1 << 20))
+        st = os.stat(p)
+        h.update(_one_file(str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino).encode())
     return h.hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _one_file(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    """The fingerprint of one file (:func:`file_fingerprint`), memoised by its status."""
+    h = hashlib.sha256(f"{Path(path).name}\x00{size}\x00".encode())
+    with open(path, "rb") as f:
+        if size <= WHOLE_FILE_BYTES:
+            h.update(f.read())
+        else:
+            h.update(f"{mtime_ns}\x00".encode())
+            h.update(f.read(1 << 20))
+            f.seek(-(1 << 20), 2)
+            h.update(f.read(1 << 20))
+    return h.hexdigest()
 
 
 def data_fingerprint(ds) -> str:

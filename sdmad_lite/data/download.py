@@ -10,7 +10,9 @@ checksum mismatch the ``.part`` is deleted (resuming it could never succeed) and
 from __future__ import annotations
 
 import http.client
+import lzma
 import os
+import zlib
 import sys
 import urllib.error
 import urllib.request
@@ -136,16 +138,37 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike,
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     n = 0
-    with tarfile.open(archive) as tar:
-        for m in tar:
-            if select is not None and not select(m.name):
-                continue
-            target = (dest / m.name).resolve()
-            if not (m.isfile() or m.isdir()) or not target.is_relative_to(root):
-                raise DownloadError(f"{archive}: refusing unsafe member {m.name!r}")
-            if hasattr(tarfile, "data_filter"):
-                tar.extract(m, dest, filter="data")
-            else:  # pragma: no cover - Python < 3.11.4
-                tar.extract(m, dest)
-            n += m.isfile()
+    try:
+        with tarfile.open(archive) as tar:
+            for m in tar:
+                if select is not None and not select(m.name):
+                    continue
+                target = (dest / m.name).resolve()
+                if not (m.isfile() or m.isdir()) or not target.is_relative_to(root):
+                    raise DownloadError(f"{archive}: refusing unsafe member {m.name!r}")
+                if hasattr(tarfile, "data_filter"):
+                    tar.extract(m, dest, filter="data")
+                else:  # pragma: no cover - Python < 3.11.4
+                    tar.extract(m, dest)
+                n += m.isfile()
+    except (tarfile.ReadError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
+        if isinstance(e, DownloadError) or getattr(e, "errno", None) is not None:  # ours, or a real I/O error
+            raise
+        raise DownloadError(_not_a_tar(Path(archive), e, n)) from None
     return n
+
+
+def _not_a_tar(archive: Path, e: BaseException, extracted: int) -> str:
+    """Why ``archive`` could not be extracted: an HTML page saved under its name, or an archive cut short."""
+    try:
+        with open(archive, "rb") as f:
+            head = f.read(512).lstrip().lower()
+    except OSError as err:
+        return f"{archive}: cannot be read ({err.strerror})"
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) or b"<html" in head:
+        return (f"{archive} is an HTML page, not a tar archive (a login, error or quota page saved under the "
+                "archive's name); delete it and download the archive again (see sdmad_lite/data_scripts/README.md)")
+    if extracted or isinstance(e, (EOFError, zlib.error, lzma.LZMAError)) or "unexpected end" in str(e).lower():
+        return (f"{archive} is cut short or damaged ({type(e).__name__}: {str(e)[:80]}) after {extracted} file(s); "
+                "delete it and download it again (a checksummed download resumes a cut one)")
+    return f"{archive} is not a tar archive ({str(e)[:80]}); delete it and download it again"

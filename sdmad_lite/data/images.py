@@ -3,8 +3,9 @@
 * DICOM (``.dcm``, read with pydicom): the stored values go through the modality LUT (rescale slope
   and intercept), then the VOI LUT or the window (centre/width) when the file has one; MONOCHROME1
   (white = low values) is inverted so that bone is bright, as in MONOCHROME2; the result is scaled
-  by its range to 0..255. A compressed transfer syntax whose decoder is missing is an error naming
-  the package to install.
+  by its range to 0..255. Colour becomes luminance, a palette image goes through its colour table. A
+  compressed transfer syntax whose decoder is missing is an error naming the package to install (the
+  ``dicom`` extra brings them); every other failure to decode says what is wrong.
 
 * 8-bit grayscale: returned as is.
 * 16-bit / 32-bit integer or float grayscale (DICOM exports, fastMRI slices): scaled by the
@@ -16,7 +17,9 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,41 +92,112 @@ def pil_to_array(img: Image.Image, mode: str = "L") -> np.ndarray:
 
 
 def load_dicom(path: str | os.PathLike) -> np.ndarray:
-    """A DICOM file's pixels as uint8 ``(H, W)`` (see the module docstring for the steps)."""
+    """A DICOM file's pixels as uint8 ``(H, W)`` (see the module docstring for the steps).
+
+    Colour (RGB, YBR) becomes luminance and a palette image goes through its colour table; a multi-frame
+    file, a palette image without its table, RescaleSlope 0, a window of width ≤ 0 or one that lies outside
+    the values, and a header that cannot describe an image (0 rows, BitsAllocated 12) are each an
+    :class:`ImageLoadError` saying what is wrong; so is a file that fails to decode, by its cause (cut short,
+    no decoder installed, damaged compressed data)."""
     p = Path(path)
     try:
         import pydicom  # the dicom extra: pip install 'sdmad-lite[dicom]'
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
     except ImportError:
-        raise ImageLoadError(f"{p} is DICOM, which needs pydicom: pip install 'sdmad-lite[dicom]' "
-                             "(or pip install pydicom)") from None
+        raise ImageLoadError(f"{p} is DICOM, which needs pydicom 3: pip install 'sdmad-lite[dicom]'") from None
     try:
         ds = pydicom.dcmread(p)
     except Exception as e:  # noqa: BLE001 — pydicom raises several kinds
-        raise ImageLoadError(f"not a readable DICOM file: {p} ({type(e).__name__}: {str(e)[:120]}) — "
+        raise ImageLoadError(f"not a readable DICOM file: {p} ({type(e).__name__}: {_first_line(e)}) — "
                              f"delete it and fetch it again ({_HELP})") from None
+    if "PixelData" not in ds:
+        raise ImageLoadError(f"{p}: the DICOM file holds no pixel data (a report, a structure set or a DICOMDIR?)")
+    _check_dicom_header(ds, p)
     try:
         arr = ds.pixel_array
-    except Exception as e:  # noqa: BLE001 — a missing decoder, or no pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        if "PixelData" not in ds:
-            raise ImageLoadError(f"{p}: the DICOM file holds no pixel data") from None
-        raise ImageLoadError(f"{p}: its pixels are compressed ({name}) and no installed decoder reads them "
-                             f"({type(e).__name__}); install one: pip install pylibjpeg pylibjpeg-libjpeg "
-                             "pylibjpeg-openjpeg (JPEG, JPEG 2000) or pip install python-gdcm") from None
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour DICOM (rare for radiographs): luminance
-        arr = np.asarray(Image.fromarray(_scale_to_uint8(arr[..., :3])).convert("L"))
-        return arr
-    if arr.ndim == 3:  # a multi-frame file: its first frame
-        arr = arr[0]
-    values = apply_modality_lut(arr, ds)
+    except Exception as e:  # noqa: BLE001 — a missing decoder, data cut short, a damaged header
+        raise ImageLoadError(_decode_problem(ds, p, e)) from None
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        if not all(f"{c}PaletteColorLookupTableData" in ds or f"Segmented{c}PaletteColorLookupTableData" in ds
+                   for c in ("Red", "Green", "Blue")):
+            raise ImageLoadError(f"{p}: a PALETTE COLOR image without its colour table (Red/Green/Blue Palette Color "
+                                 "Lookup Table Data): its values are indices into a table that is not there, not "
+                                 "grey levels; re-export the image with its table, or as MONOCHROME2")
+        arr = apply_color_lut(arr, ds)
+    if arr.ndim == 3:  # colour (RGB; pydicom already turned YBR into RGB): luminance
+        return np.asarray(Image.fromarray(_scale_to_uint8(arr[..., :3])).convert("L"))
+    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        values = apply_voi_lut(values, ds)
-    values = np.asarray(values, dtype=np.float64)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        windowed = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        if np.ptp(windowed) == 0 and np.ptp(values) > 0:
+            raise ImageLoadError(f"{p}: its window (WindowCenter {ds.get('WindowCenter')}, WindowWidth "
+                                 f"{ds.get('WindowWidth')}) lies outside its values ({values.min():g} … "
+                                 f"{values.max():g}), so every pixel would be one grey; correct the window or remove "
+                                 "WindowCenter/WindowWidth")
+        values = windowed
+    if photometric == "MONOCHROME1":
         values = values.max() - values
     return _scale_to_uint8(values)
+
+
+def _first_line(e: BaseException, n: int = 160) -> str:
+    """The first non-empty line of an exception's message, at most ``n`` characters."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return (lines[0] if lines else type(e).__name__)[:n]
+
+
+def _check_dicom_header(ds, p: Path) -> None:
+    """The header describes one grey or colour image sdmad can read (each problem an :class:`ImageLoadError`)."""
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    if not rows or not cols:
+        raise ImageLoadError(f"{p}: the DICOM header says {rows} rows × {cols} columns: no image to read; the file "
+                             "is damaged, fetch or export it again")
+    bits = ds.get("BitsAllocated")
+    if bits not in (1, 8, 16, 32, 64):
+        raise ImageLoadError(f"{p}: BitsAllocated {bits} is not a size DICOM stores pixels in (1, 8, 16, 32 or 64); "
+                             "the header is damaged, export the file again")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise ImageLoadError(f"{p}: NumberOfFrames {ds.get('NumberOfFrames')!r} is not a number; the header is "
+                             "damaged") from None
+    if frames > 1:
+        raise ImageLoadError(f"{p} holds {frames} frames (a multi-frame DICOM: a volume or a cine loop); sdmad reads "
+                             "one image per file: export the frame you mean as its own file")
+    if "RescaleSlope" in ds and float(ds.RescaleSlope) == 0:
+        raise ImageLoadError(f"{p}: RescaleSlope 0 makes every pixel the same value (the intercept); the header is "
+                             "damaged: correct RescaleSlope (1 if unsure) or remove it")
+    if "WindowWidth" in ds and "VOILUTSequence" not in ds:
+        width = ds.WindowWidth  # one value, or several (MultiValue): the first is the one applied
+        first = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str) and len(width) else width)
+        if first <= 0:
+            raise ImageLoadError(f"{p}: WindowWidth {first:g} is not a window (a width must be > 0); correct it or "
+                                 "remove WindowCenter/WindowWidth")
+
+
+def _decode_problem(ds, p: Path, e: BaseException) -> str:
+    """Why the pixels of ``ds`` cannot be decoded, and what to do: cut short, no decoder, damaged data..."""
+    text, detail = str(e), _first_line(e)
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None:
+        return f"{p}: its file meta has no Transfer Syntax UID, so its pixel data cannot be interpreted; export it again"
+    if "less than expected" in text or "doesn't match the expected length" in text:
+        return f"{p}: its pixel data is cut short ({detail}); the file is truncated: delete it and fetch it again"
+    name = getattr(syntax, "name", str(syntax))
+    if getattr(syntax, "is_compressed", False):
+        if "missing dependencies" in text or not _decoders_installed():
+            return (f"{p}: its pixels are compressed ({name}) and no installed decoder reads them; install the "
+                    "decoders: pip install 'sdmad-lite[dicom]' (pylibjpeg with its libjpeg, openjpeg and rle plugins)")
+        return (f"{p}: its {name} pixel data could not be decoded by the installed decoders ({detail}); the file is "
+                "damaged or uses a variant they do not read: re-export it uncompressed")
+    return f"{p}: its pixels cannot be read ({type(e).__name__}: {detail}); the DICOM header is damaged or unusual"
+
+
+def _decoders_installed() -> bool:
+    """The decoders of the dicom extra are importable (pylibjpeg and its JPEG, JPEG 2000 plugins)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("pylibjpeg", "libjpeg", "openjpeg"))
 
 
 def load_image(path: str | os.PathLike, mode: str = "L") -> np.ndarray:
@@ -152,6 +226,11 @@ def load_image(path: str | os.PathLike, mode: str = "L") -> np.ndarray:
         with Image.open(p) as img:
             img.load()
             return pil_to_array(img, mode)
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(
+            f"{p} is larger than Pillow opens ({e}); if the image is genuine, downscale it "
+            "(or raise PIL.Image.MAX_IMAGE_PIXELS in your own code), else delete it"
+        ) from None
     except UnidentifiedImageError as e:
         raise ImageLoadError(
             f"not an image Pillow can read: {p} — check that it is a PNG/JPEG/TIFF/DICOM file and not an "

@@ -19,7 +19,7 @@ from typing import Callable
 from ..data import tables
 from .entries import parse_selection, parse_sign
 from .phantom_parser import parse_phantom
-from .schema import N_CANDIDATES, SIGNS_DIR, BankData, Sign, Templates
+from .schema import N_CANDIDATES, SIGNS_DIR, BankData, Sign, SignFileNotFoundError, Templates
 from .yamlio import Problems, YamlDoc, normalized
 
 
@@ -33,12 +33,13 @@ def resolve(name: str | Path, near: Path | None = None) -> Path:
     p = Path(name)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
-            raise FileNotFoundError(f"sign file {p} does not exist")
+            raise SignFileNotFoundError(f"sign file {p} does not exist; give the path of a YAML file or a bank name "
+                                        f"({', '.join(available())})")
         return p.resolve()
     for d in ([near] if near else []) + [SIGNS_DIR]:
         if (d / f"{name}.yaml").exists():
             return (d / f"{name}.yaml").resolve()
-    raise FileNotFoundError(f"no sign file {name!r}; available: {', '.join(available())}")
+    raise SignFileNotFoundError(f"no sign file {name!r}; available: {', '.join(available())}")
 
 
 def _dataset_labels(dataset: str) -> tuple[str, ...] | None:

@@ -28,6 +28,10 @@ class SignFileError(SdmadError, ValueError):
     """A sign or template file is invalid; the message lists ``file:line: problem`` lines."""
 
 
+class SignFileNotFoundError(SdmadError, FileNotFoundError):
+    """No sign file of that name or path (the message lists the shipped banks)."""
+
+
 class SignFileWarning(UserWarning):
     """A sign file is valid but outside the paper's counts (15-20 candidates, 3-5 selected)."""
 

@@ -12,6 +12,45 @@ import yaml
 from .schema import SignFileError, SignFileWarning
 
 
+#: the largest sign or template file read (the shipped ones are < 100 kB)
+MAX_BYTES = 2 << 20
+
+
+class _AliasError(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that stops at the first alias: a few lines of nested aliases expand to billions
+    of items (a "billion laughs"), and the shipped files use none."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasError(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+def read_text(path: Path) -> str:
+    """The text of a sign or template file: a regular file of at most :data:`MAX_BYTES`, UTF-8; anything else
+    (a folder, a device such as ``/dev/zero``, a huge or binary file) is a :class:`SignFileError`."""
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise SignFileError(f"{path} is {what}, not a sign file; give the path of a YAML file or a bank name "
+                            "(sdmad signs list)")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise SignFileError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_BYTES:
+        raise SignFileError(f"{path}: over {MAX_BYTES >> 20} MB, not a sign file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SignFileError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+
+
 class YamlDoc:
     """A YAML file parsed into plain Python data, with the line of every key and item."""
 
@@ -19,16 +58,23 @@ class YamlDoc:
         self.path = Path(path)
         self.lines: dict[tuple, int] = {}
         self.duplicates: list[str] = []  # "file:line: duplicate key ..." 
-        loader = yaml.SafeLoader(self.path.read_text(encoding="utf-8"))
+        loader = _NoAliasLoader(read_text(self.path))
         try:
             node = loader.get_single_node()
             self.data = None if node is None else loader.construct_document(node)
             if node is not None:
                 self._walk(node, ())
+        except _AliasError as e:
+            raise SignFileError(f"{self.path}:{e.line}: aliases (*name) are not allowed in a sign file; write the "
+                                "values out") from None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line = mark.line + 1 if mark is not None else 1
             raise SignFileError(f"{self.path}:{line}: YAML syntax error: {e.problem or e}") from None
+        except RecursionError:
+            raise SignFileError(f"{self.path}: nested too deeply to be a sign file") from None
+        except ValueError as e:  # e.g. an integer of thousands of digits
+            raise SignFileError(f"{self.path}: a value cannot be read ({str(e)[:80]}); is this a sign file?") from None
         finally:
             loader.dispose()
 
