@@ -91,6 +91,29 @@ def cooccurrence_stats(dataset: str, categories: Sequence[str] | None = None) ->
     return stats_from_matrix(y, cats, dataset=dataset, unit=UNIT[dataset])
 
 
+def max_cardinality(s: dict[str, Any]) -> int:
+    """The largest number of labels on one unit, read from the ``cardinality_histogram`` of
+    :func:`cooccurrence_stats` (or :func:`stats_from_matrix`); 0 when no unit has a label."""
+    return max((int(k) for k, v in s["cardinality_histogram"].items() if v > 0), default=0)
+
+
+def pair_table(dataset: str, categories: Sequence[str] | None = None, top: int = 8) -> pd.DataFrame:
+    """The ``top`` most frequent label pairs of a real table (chapter 2), most frequent first.
+
+    Columns: ``dataset``, ``a`` and ``b`` (the pair, in table order), ``both`` (units that carry
+    both), ``P(b|a)`` (the share of the units with ``a`` that also carry ``b``) and ``P(a|b)``,
+    rounded to 3 decimals. Pairs no unit carries are left out, so a single-label table (OCT2017)
+    gives an empty frame with these columns. ``categories`` as in :func:`cooccurrence_stats`.
+    """
+    cats = _categories(dataset, categories)
+    s = stats_from_matrix(tables.label_matrix(dataset, cats), cats, dataset=dataset, unit=UNIT[dataset], top=top)
+    n = s["label_counts"]
+    return pd.DataFrame([{"dataset": dataset, "a": a, "b": b, "both": k,
+                          "P(b|a)": round(k / n[a], 3), "P(a|b)": round(k / n[b], 3)}
+                         for a, b, k in s["top_pairs"]],
+                        columns=["dataset", "a", "b", "both", "P(b|a)", "P(a|b)"])
+
+
 def cooccurrence_matrix(dataset: str, categories: Sequence[str] | None = None,
                         normalize: str | None = None) -> pd.DataFrame:
     """C x C frame for heatmaps: counts (``normalize=None``), ``"conditional"`` (row a, column b:
