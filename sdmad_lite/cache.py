@@ -102,7 +102,7 @@ def write(cfg: ExperimentConfig, row: dict) -> dict:
     return clean
 
 
-#: the layout of a result-cache entry: ``{"format", "digest", "row"}``
+#: the layout of a result-cache entry, ``{"format", "digest", "row"}``
 FORMAT = 2
 
 

@@ -101,7 +101,7 @@ def _interactive() -> bool:
         return False
 
 
-def progress_bar(total: int, desc: str = "runs", disable: bool = False) -> tqdm:
+def progress_bar(total: int, desc: str = "runs", disable: bool = False):
     """A text progress bar (tqdm) on stderr that works everywhere: redrawn in place in a terminal or a notebook;
     in a plain log, a line at most every 30 s (a long build shows it is alive without flooding its log)."""
     if _interactive():

@@ -125,23 +125,33 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], N
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
     """Hold ``NAME.lock`` beside ``path`` (an advisory ``flock``) while the block runs: a second process that
-    would write ``path`` at the same time gets a :class:`LockedError` naming ``what`` holds it. The lock file
-    stays (removing it could let two writers in); the lock ends with the process, however it ends."""
+    would write ``path`` at the same time gets a :class:`LockedError` naming ``what`` holds it. The lock ends
+    with the block, or with the process however it ends; the file is removed when the block ends."""
     lock = Path(path).with_name(Path(path).name + ".lock")
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise WriteError(f"cannot create the lock file {lock}: {e.strerror}; give a place where you can write "
-                         "files") from None
-    try:
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise WriteError(f"cannot create the lock file {lock}: {e.strerror}; give a place where you can write "
+                             "files") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise LockedError(f"{path} is being written by {what} in another process (it holds {lock}); wait for "
                               "it to finish, or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed it while we opened it: lock the file now at that path
+    try:
         yield lock
     finally:
+        lock.unlink(missing_ok=True)
         os.close(fd)
 
 

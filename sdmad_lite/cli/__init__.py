@@ -6,6 +6,7 @@ zeroshot-report), ``cli/experiments.py`` (run, sweep).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from ..errors import SdmadError
@@ -56,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 — the library's own errors get one line; anything else is a bug: re-raised
         if not is_user_error(e):
             raise
-        print(f"sdmad {args.command}: error: {e}", file=sys.stderr)
+        print(f"sdmad {args.command}: error: {_ANSI.sub('', str(e))}", file=sys.stderr)
         return 2
+
+
+#: terminal escape sequences (colours, bold) that a message quoted from another library may hold
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 if __name__ == "__main__":

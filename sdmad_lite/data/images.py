@@ -125,14 +125,17 @@ def load_dicom(path: str | os.PathLike) -> np.ndarray:
                                  "Lookup Table Data): its values are indices into a table that is not there, not "
                                  "grey levels; re-export the image with its table, or as MONOCHROME2")
         arr = apply_color_lut(arr, ds)
+        if arr.dtype != np.uint8:  # a 16-bit table: 0 … 65535 onto 0 … 255, as the colours were meant
+            arr = np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     if arr.ndim == 3:  # colour (RGB; pydicom already turned YBR into RGB): luminance
         return np.asarray(Image.fromarray(_scale_to_uint8(arr[..., :3])).convert("L"))
     values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         windowed = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
         if np.ptp(windowed) == 0 and np.ptp(values) > 0:
-            raise ImageLoadError(f"{p}: its window (WindowCenter {ds.get('WindowCenter')}, WindowWidth "
-                                 f"{ds.get('WindowWidth')}) lies outside its values ({values.min():g} … "
+            where = ("its VOI LUT" if "VOILUTSequence" in ds else
+                     f"its window (WindowCenter {_first(ds.WindowCenter):g}, WindowWidth {_first(ds.WindowWidth):g})")
+            raise ImageLoadError(f"{p}: {where} lies outside its values ({values.min():g} … "
                                  f"{values.max():g}), so every pixel would be one grey; correct the window or remove "
                                  "WindowCenter/WindowWidth")
         values = windowed
@@ -169,11 +172,15 @@ def _check_dicom_header(ds, p: Path) -> None:
         raise ImageLoadError(f"{p}: RescaleSlope 0 makes every pixel the same value (the intercept); the header is "
                              "damaged: correct RescaleSlope (1 if unsure) or remove it")
     if "WindowWidth" in ds and "VOILUTSequence" not in ds:
-        width = ds.WindowWidth  # one value, or several (MultiValue): the first is the one applied
-        first = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str) and len(width) else width)
+        first = _first(ds.WindowWidth)
         if first <= 0:
             raise ImageLoadError(f"{p}: WindowWidth {first:g} is not a window (a width must be > 0); correct it or "
                                  "remove WindowCenter/WindowWidth")
+
+
+def _first(value) -> float:
+    """A DICOM number that may hold several values (a MultiValue): the first, the one applied."""
+    return float(value[0] if isinstance(value, Sequence) and not isinstance(value, str) and len(value) else value)
 
 
 def _decode_problem(ds, p: Path, e: BaseException) -> str:
