@@ -18,6 +18,7 @@ from .config import ExperimentConfig, get_profile, require_profile_ready, resolv
 from .data.build import REAL_BANKS, Subset, build_datasets, check_feasible, dataset_key
 from .data.fewshot import Support, sample_few_shot, save_split, validation_rows
 from .features import PATCHES, Features, cached_features, patch_blocks
+from .errors import ConfigError
 from .io import stable_hash
 from .models.backbone import Backbone, default_taps, weights_cached
 from .models.backbone import load as load_backbone
@@ -156,6 +157,11 @@ def feature_taps(cfg: ExperimentConfig, blocks: list[int], patches: str = "none"
 def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False, patches: str = "all") -> Task:
     """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features
     (with the patch tokens of the blocks ``patches`` names, :data:`~sdmad_lite.features.PATCHES`)."""
+    blocks = cfg.model.adapter_blocks or default_taps(backbone.n_blocks)
+    bad = [b for b in blocks if not 1 <= b <= backbone.n_blocks]
+    if bad:
+        raise ConfigError(f"model.adapter_blocks: {bad} outside 1..{backbone.n_blocks}, the blocks of {backbone.name}; "
+                          "choose blocks in that range, or null for the default taps")
     modality, test, pool = build_datasets(cfg)
     check_feasible(pool, cfg)  # before any feature is extracted
     if modality is not None:
@@ -168,10 +174,6 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
     categories = list(test.categories)
     text, sign_ids, expert, drawn, known = build_text_bank(bank, backbone, categories)
     name_text = torch.stack([backbone.mean_text(bank.category_name_prompts(c)) for c in categories])
-    blocks = cfg.model.adapter_blocks or default_taps(backbone.n_blocks)
-    bad = [b for b in blocks if not 1 <= b <= backbone.n_blocks]
-    if bad:
-        raise ValueError(f"model.adapter_blocks {bad} outside 1..{backbone.n_blocks} for {backbone.name}")
     feats = {}
     taps, keep = feature_taps(cfg, blocks, patches)
     for name, ds in (("test", test), ("pool", pool)):

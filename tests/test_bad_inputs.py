@@ -479,7 +479,7 @@ def test_cli_run_refuses_an_existing_run_folder(tmp_path, monkeypatch, capsys):
     cfg.write_text(_TINY)
     assert main(["run", str(cfg), "--out", str(out)]) == 0
     made = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert {"metrics.json", "config.yaml", "split.json", "checkpoint.pt"} <= set(made)
+    assert {"metrics.json", "config.yaml", "split.json"} <= set(made)  # a tuned run predicts with its fold models: no checkpoint
     capsys.readouterr()
     cfg.write_text(_TINY.replace("seed: 3", "seed: 4"))  # even another config may not replace it
     assert main(["run", str(cfg), "--out", str(out)]) == 2

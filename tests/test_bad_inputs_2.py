@@ -348,8 +348,6 @@ def test_9_a_latin_1_config_is_one_error(tmp_path, capsys):
     assert cli(["run", p, "--out", tmp_path / "run"], capsys)[0] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="task.build_task raises a plain ValueError (task.py is not this change's "
-                                       "file): adapter_blocks beyond the backbone's depth should be a ConfigError")
 @pytest.mark.slow
 def test_9_adapter_blocks_beyond_the_backbone_is_one_line(tiny, tmp_path, capsys):
     tiny.write_text(TINY.replace("adapter_hidden: 8", "adapter_hidden: 8, adapter_blocks: [99]"))

@@ -9,6 +9,7 @@ import pytest
 from sdmad_lite import executor as EX
 from sdmad_lite import results as RS
 from sdmad_lite import sweep as X
+from sdmad_lite.cache import config_hash
 from sdmad_lite.config import ExperimentConfig
 
 
@@ -29,7 +30,8 @@ def _key(r: dict) -> tuple:
 
 def _row(cfg: ExperimentConfig) -> dict:
     v = 0.1 * cfg.seed + 0.01 * cfg.k_shot
-    return {"method": cfg.method, "seed": cfg.seed, "k_shot": cfg.k_shot, "data.dataset": cfg.data.dataset,
+    return {"method": cfg.method, "seed": cfg.seed, "k_shot": cfg.k_shot, "config_hash": config_hash(cfg),
+            "data.dataset": cfg.data.dataset,
             "integrated.subset_accuracy": v, "integrated.hamming_score": v, "integrated.macro_auroc": 0.5,
             "wall_time_s": 0.1}
 
