@@ -1,13 +1,13 @@
-"""Adapters in CLIP's image encoder (the MVFA pattern the paper uses).
+"""Adapters in CLIP's image encoder (MVFA's adapter, which the paper's Shift Adapter follows).
 
 For the tokens ``f`` after an adapted transformer block, one adapter per *branch* (one branch
 per anomaly category, plus the anchor):
 
     f_ada = σ(W2 σ(W1 f)),        f_out = λ·f + (1 − λ)·f_ada          (paper, λ ≈ 0.8)
 
-σ is LeakyReLU as in MVFA. Two ways to place them:
+σ is LeakyReLU as in MVFA. Three ways to place them:
 
-- **residual** (paper-faithful): a branch's adapted tokens replace the residual stream and are
+- **residual** (MVFA's pattern): a branch's adapted tokens replace the residual stream and are
   carried through the following frozen blocks. Each branch therefore needs its own pass
   through the rest of the backbone; only the part *before the first adapted block* can be
   cached.
