@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from ..features import TextEmbeddings
 from .checkpoints import BackboneError
 
-#: per process, per backbone key: text -> (h_in, h_out) of its end-of-text token (:meth:`TextTower.eot_states`)
+#: The end-of-text states of every text encoded in this process, (h_in, h_out) by text, one map per backbone
+#: key (:meth:`TextTower.eot_states`)
 _EOT: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
 
 
