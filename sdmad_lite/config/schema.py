@@ -38,7 +38,7 @@ class ModelConfig:
 
     backbone: str = "phantomclip-tiny"
     pretrained: str | None = "shipped"
-    adapter_mode: str = "side"  # "side" (reads taps, cacheable) or "residual" (paper-faithful)
+    adapter_mode: str = "side"  # "side" (reads taps, cacheable), "shift" (the paper's parallel Shift Adapter) or "residual" (MVFA's pattern)
     adapter_blocks: list[int] | None = None  # None: MVFA's 6/12/18/24 of 24 scaled to the depth
     adapter_lambda: float = 0.8
     adapter_hidden: int | None = None  # None: width / 4 (CLIP-Adapter's reduction); 32 for PhantomCLIP-tiny
