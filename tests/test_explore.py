@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     os.environ["SDMAD_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     cfg = ExperimentConfig.from_dict({"seed": 1, "k_shot": 2, "model": {"adapter_hidden": 16},
                                       "data": {"n_test": 12, "n_pool": 300, "image_size": 64},
-                                      "train": {"epochs": 3}})
+                                      "train": {"epochs": 3}, "tuning": {"folds": 0}})  # one head: the explorer shows its maps
     task = get_task(cfg)
     sup = task.draw_support(cfg.k_shot, cfg.seed, cfg.train.val_fraction)
     pred, res = methods.predict(task, sup, cfg)

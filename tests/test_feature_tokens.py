@@ -88,7 +88,7 @@ def test_each_method_reads_the_patches_it_declares():
 
 def _tiny():
     return ExperimentConfig.from_dict({"seed": 1, "k_shot": 2, "model": {"pretrained": "shipped", "adapter_hidden": 16},
-                                       "data": {"n_test": 30, "n_pool": 300, "image_size": 64},
+                                       "data": {"n_test": 30, "n_pool": 300, "image_size": 64, "test_resample": False},
                                        "protocols": ["integrated"], "tuning": {"max_epochs": 8, "patience": 4}})
 
 

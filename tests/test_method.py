@@ -114,8 +114,13 @@ def test_run_is_deterministic_and_complete(tmp_path, cache):
                 "per-anomaly.mean_auroc", "open-set.auroc_only_held_out"):
         assert key in a
         assert a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key]))
-    for f in ("metrics.json", "config.yaml", "split.json", "checkpoint.pt", "history.json"):
+    for f in ("metrics.json", "config.yaml", "split.json"):
         assert (tmp_path / "a" / f).is_file(), f
+    assert a["predictor"] == "fold models" and a["support_scores"] == "out-of-fold"  # tuned: the fold models predict
+    untuned = run(tiny_config(tmp_path, tuning={"folds": 0}, protocols=["integrated"]), tmp_path / "u")
+    for f in ("checkpoint.pt", "history.json"):  # one model trained through the training loop: its checkpoint, its history
+        assert (tmp_path / "u" / f).is_file(), f
+    assert untuned["predictor"] == "one model" and untuned["support_scores"] == "in-sample"
     c = run(tiny_config(tmp_path, seed=4), tmp_path / "c")
     assert (tmp_path / "a" / "split.json").read_text() != (tmp_path / "c" / "split.json").read_text()
     assert c["integrated.macro_auroc"] != a["integrated.macro_auroc"]
@@ -195,7 +200,7 @@ def test_real_dataset_path_on_a_tiny_medmnist_file(tmp_path, cache):
     cfg = tiny_config(tmp_path, data={"dataset": "chestmnist", "root": str(tmp_path), "n_test": 0, "n_pool": 0},
                       k_shot=1, protocols=["integrated", "per-anomaly"])
     row = run(cfg)
-    assert row["dataset"] == "chestmnist" and row["integrated.n_images"] == 40
+    assert row["data.dataset"] == "chestmnist" and row["integrated.n_images"] == 40
 
 
 def _reference_branch_features(head, backbone, taps, mode):

@@ -125,7 +125,7 @@ def test_the_colab_profile_end_to_end_on_medmnist_format_files(tmp_path, monkeyp
     ck = _small_checkpoint(tmp_path)
     cfg = _rehearsal_yaml(tmp_path, "rehearsal-colab", "colab", "chestmnist", data, ck)
     row = _run(cfg, tmp_path / "run", "colab")
-    assert row["profile"] == "colab" and row["dataset"] == "chestmnist" and row["integrated.n_images"] > 0
+    assert row["profile"] == "colab" and row["data.dataset"] == "chestmnist" and row["integrated.n_images"] > 0
     assert 0 <= row["integrated.subset_accuracy"] <= 1 and row["support_scores"] == "out-of-fold"
     # a replaced file of the same size is new data: the feature cache must not answer it
     from sdmad_lite.data.build import file_fingerprint
@@ -156,7 +156,7 @@ def test_the_paper_profile_on_chestxray14_and_oct2017_folders(tmp_path, monkeypa
     ck = _small_checkpoint(tmp_path)
     row = _run(_rehearsal_yaml(tmp_path, "rehearsal-cxr", "paper", "chestxray14", root, ck, ", skip_missing: true"),
                tmp_path / "run_cxr", "paper")
-    assert row["profile"] == "paper" and row["dataset"] == "chestxray14" and row["integrated.n_images"] > 0
+    assert row["profile"] == "paper" and row["data.dataset"] == "chestxray14" and row["integrated.n_images"] > 0
     # OCT2017 layout: root/{train,test}/{CNV,DME,DRUSEN,NORMAL}/*.jpeg from the shipped B-scans
     oct_root = tmp_path / "oct"
     samples = sorted((RESOURCES / "samples" / "oct2017").glob("*.jpeg"))
@@ -168,7 +168,7 @@ def test_the_paper_profile_on_chestxray14_and_oct2017_folders(tmp_path, monkeypa
             for r in range(reps):
                 Image.fromarray(np.roll(im, 5 * r, axis=1)).save(oct_root / split / cls / f"{f.stem}-{r}.jpeg")
     row = _run(_rehearsal_yaml(tmp_path, "rehearsal-oct", "paper", "oct2017", oct_root, ck), tmp_path / "run_oct", "paper")
-    assert row["dataset"] == "oct2017" and row["integrated.n_images"] == 2 * len(samples)
+    assert row["data.dataset"] == "oct2017" and row["integrated.n_images"] == 2 * len(samples)
 
 
 @pytest.mark.slow
