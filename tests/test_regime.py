@@ -27,19 +27,20 @@ def test_default_captions_never_negate():
     assert any(t.endswith("with no abnormal finding") for t in old)
 
 
-def test_default_style_draws_the_old_recipes_random_numbers():
-    """The anchor fix only rewords the first normal template: same draws, same captions otherwise."""
-    new, old = _captions(C.CaptionStyle(), NORMAL, seed=3), _captions(C.CaptionStyle(negated=True), NORMAL, seed=3)
+def test_without_normal_anatomy_the_old_recipes_random_numbers_are_drawn():
+    """Removing the negation only rewords the first normal template: same draws, same captions otherwise."""
+    plain = C.CaptionStyle(normal_anatomy=False)
+    new, old = _captions(plain, NORMAL, seed=3), _captions(C.CaptionStyle(negated=True, normal_anatomy=False), NORMAL, seed=3)
     for a, b in zip(new, old):
         assert a == b or (a.startswith("a healthy ") and b.endswith(" with no abnormal finding"))
-    assert _captions(C.CaptionStyle(), SIGNS, seed=4) == _captions(C.CaptionStyle(negated=True), SIGNS, seed=4)
+    assert _captions(C.CaptionStyle(), SIGNS, seed=4) == _captions(C.CaptionStyle(negated=True, normal_anatomy=False), SIGNS, seed=4)
 
 
 def test_normal_anatomy_describes_normals_in_positive_words():
     texts = _captions(C.CaptionStyle(normal_anatomy=True), NORMAL)
     anatomy = [t for t in texts if any(p in t for p in C.NORMAL_ANATOMY["chest"])]
     assert 0.3 < len(anatomy) / len(texts) < 0.7
-    assert not any(p in t for t in _captions(C.CaptionStyle(), NORMAL) for p in C.NORMAL_ANATOMY["chest"])
+    assert not any(p in t for t in _captions(C.CaptionStyle(normal_anatomy=False), NORMAL) for p in C.NORMAL_ANATOMY["chest"])
 
 
 # ----------------------------------------------------------------------------- the vocabulary knob
@@ -112,7 +113,7 @@ def test_defaults_are_the_first_recipe_with_the_anchor_fix():
     d = PretrainConfig()
     assert (d.steps, d.batch_size, d.lr, d.pool_per_modality, d.aux_weight, d.seed) == (1200, 128, 5e-4, 2500, 1.0, 1234)
     assert (d.radiological_share, d.sign_caption_share, d.extra_uncaptioned, d.scanner_shift) == (1.0, 1.0, (), 0.0)
-    assert not d.negated_captions and not d.normal_anatomy
+    assert not d.negated_captions and d.normal_anatomy  # the anchor fix
 
 
 def test_the_card_command_rebuilds_the_recipe():
@@ -124,7 +125,7 @@ def test_the_card_command_rebuilds_the_recipe():
 
     cfg = PretrainConfig(steps=300, pool_per_modality=900, aux_weight=0.5, radiological_share=0.2,
                          sign_caption_share=0.6, extra_uncaptioned=("air_bronchogram", "calcified_focus"),
-                         scanner_shift=0.3, scanner_seed=5, normal_anatomy=True, warmup=40)
+                         scanner_shift=0.3, scanner_seed=5, normal_anatomy=False, warmup=40)
     cmd = cfg.command(threads=1)
     parser = argparse.ArgumentParser()
     cli.add_subcommands(parser.add_subparsers())
@@ -140,7 +141,7 @@ def test_the_card_command_rebuilds_the_recipe():
         mod.pretrain = real
     assert asdict(captured["cfg"]) == asdict(cfg) and args.threads == 1
     default = PretrainConfig().command()
-    assert "--no-negated-captions" in default and "--radiological-share 1.0" in default
+    assert "--no-negated-captions --normal-anatomy" in default and "--radiological-share 1.0" in default
 
 
 def test_zeroshot_report_development_world_is_disjoint():

@@ -20,11 +20,20 @@ How much the model learns of the sign bank's *words* is a knob of the recipe
   CLIP has seen medical images with lay alt-text far more often than with radiological wording.
 - ``uncaptioned``: the signs never described (default :data:`UNCAPTIONED`; a recipe may add more).
 - ``negated``: the normal caption "... with no abnormal finding" of the first recipes. A CLIP text
-  tower reads the words, not the negation: that caption taught it that "with an abnormal finding"
-  (an abnormal anchor prompt, cosine 0.99 to it) describes normal images, and the anchor inverted.
-  Off by default; kept only to reproduce the old checkpoints and the measurement.
-- ``normal_anatomy``: normal images are also captioned with the normal anatomy in positive words
-  ("a chest x-ray with clear lungs and a normal heart size"), as reports describe normal findings.
+  tower reads the words, not the negation. Off by default; kept to reproduce the old checkpoints.
+- ``normal_anatomy`` (on by default): half of the normal images are captioned with their normal
+  anatomy in positive words ("a chest x-ray with clear lungs and a normal heart size"), as reports
+  describe normal findings.
+
+Why the anchor inverted (measured; ``sdmad_lite/resources/results/anchor_inversion.csv``): the anchor's
+normal prompts include "a chest x-ray with clear lungs and a normal heart size", "a brain MRI with
+normal ventricles and white matter", "... with no abnormal findings". Their words (*heart*,
+*ventricles*, *white matter*, *abnormal*) appeared in the captions of abnormal images only, so the
+text tower placed these *normal* prompts near abnormal images. Same 250-step recipe (no tag loss),
+anchor AUROC chest / brain: old captions 31.5 / 26.3; without the negated caption 27.5 / 31.8;
+without it and with normal-anatomy captions 81.0 / 71.4. The negated caption is removed because
+it is wrong in kind (DESIGN.md), not because removing it alone fixes the anchor: the normal-anatomy
+captions do.
 
 Which images get sign captions at all (the rest get the modality alone, "a chest x-ray") is a
 knob of the pretraining recipe (``PretrainConfig.sign_caption_share``), see :func:`plain_caption`.
@@ -170,12 +179,13 @@ UNCAPTIONED: frozenset[str] = frozenset({"rib_crowding", "deep_sulcus", "sub_rpe
 
 @dataclass(frozen=True)
 class CaptionStyle:
-    """How captions are written (module docstring). The default is the oracle recipe's, anchor fixed."""
+    """How captions are written (module docstring). The default is the first recipe's with the anchor
+    fix (no negated caption, normal-anatomy captions)."""
 
     radiological_share: float = 1.0
     uncaptioned: frozenset = field(default=UNCAPTIONED)
     negated: bool = False
-    normal_anatomy: bool = False
+    normal_anatomy: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.radiological_share) <= 1.0:
@@ -201,7 +211,8 @@ def _join(phrases: Sequence[str]) -> str:
 
 def caption(modality: str, signs: Sequence[str], rng: np.random.Generator, style: CaptionStyle = DEFAULT_STYLE) -> str:
     """One random caption of a phantom of ``modality`` showing ``signs`` (uncaptioned ones dropped),
-    written as ``style`` says. The default style draws the same random numbers as the first recipes."""
+    written as ``style`` says. Abnormal images get the same captions as in the first recipes (same
+    random draws) unless the vocabulary knob is moved; normal images one more draw (``normal_anatomy``)."""
     mod = MODALITY_PHRASES[modality][rng.integers(len(MODALITY_PHRASES[modality]))]
     said = [s for s in signs if s not in style.uncaptioned]
     if not signs:
