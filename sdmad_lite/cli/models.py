@@ -91,7 +91,7 @@ def add_subcommands(sub) -> None:
     k.add_argument("--radiological-share", type=checks.fraction, default=d.radiological_share,
                    help="share of sign phrases in the radiological vocabulary; the rest lay, visual words (0 … 1)")
     k.add_argument("--sign-caption-share", type=checks.fraction, default=d.sign_caption_share,
-                   help="share of pool images whose captions describe their signs; the rest: the modality alone")
+                   help="share of pool images whose captions say what they show; the rest: the modality alone")
     k.add_argument("--uncaptioned", type=_sign_list, default=list(d.extra_uncaptioned), metavar="SIGN,...",
                    help="signs never described, on top of the default ones ('none': no extra)")
     k.add_argument("--scanner-shift", type=checks.fraction, default=d.scanner_shift,

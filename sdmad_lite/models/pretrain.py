@@ -25,8 +25,11 @@ sandbox must be in"); every knob is a field of :class:`PretrainConfig` and an op
 
 - ``radiological_share`` (1): share of sign phrases in the radiological vocabulary; the rest in
   a lay, visual vocabulary that the sign bank never uses (``captions.LAY_PHRASES``);
-- ``sign_caption_share`` (1): share of the pool's images (a fixed seeded subset) whose captions
-  describe their signs; the others get the modality alone ("a chest x-ray") and no tag target;
+- ``sign_caption_share`` (1): share of the pool's images (a fixed seeded subset) whose captions say
+  what they show (their signs, or that they are normal); the others get the modality alone ("a chest
+  x-ray"). The caption-tag loss still reads every image's signs: it is image-side supervision that
+  does not go through words, so the image features learn every (captioned-kind) sign while the text
+  tower learns the words from a share of the images only;
 - ``extra_uncaptioned`` (none): signs never described, on top of ``captions.UNCAPTIONED``;
 - ``scanner_shift`` / ``scanner_seed`` (0): a source-domain scanner (``data/phantoms/scanner.py``)
   that every pretraining image passes through, so the task's (unshifted) images are another domain;
@@ -239,8 +242,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
         img = F.normalize(emb, dim=-1)
         txt = F.normalize(model_bb.text_forward(model_bb.tokenizer(texts)), dim=-1)
         loss = soft_clip_loss(img, txt, keys, model.logit_scale.exp().clamp(max=100))
-        if cfg.aux_weight and bool(has.any()):  # tag targets only where the caption describes the signs
-            loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(tagger(emb[has]), tags[idx][has])
+        if cfg.aux_weight:  # image-side supervision: every image, whatever its caption says
+            loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(tagger(emb), tags[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(tagger.parameters()), 1.0)
