@@ -134,7 +134,7 @@ def test_the_card_command_rebuilds_the_recipe():
     import sdmad_lite.cli.models as mod
 
     real = mod.pretrain
-    mod.pretrain = lambda c, out: captured.setdefault("cfg", c)
+    mod.pretrain = lambda c, out, snapshots=(): captured.setdefault("cfg", c)
     try:
         args.func(args)
     finally:

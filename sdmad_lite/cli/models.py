@@ -20,13 +20,18 @@ def _pretrain(args: argparse.Namespace) -> int:
                              radiological_share=args.radiological_share, sign_caption_share=args.sign_caption_share,
                              extra_uncaptioned=tuple(args.uncaptioned), scanner_shift=args.scanner_shift,
                              scanner_seed=args.scanner_seed, negated_captions=args.negated_captions,
-                             normal_anatomy=args.normal_anatomy)
+                             normal_anatomy=args.normal_anatomy, stop_after=args.stop_after)
     except ValueError as e:
         raise SystemExit(f"sdmad pretrain-phantomclip: {e}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    pretrain(cfg, args.out)
+    pretrain(cfg, args.out, snapshots=tuple(args.snapshots))
     return 0
+
+
+def _step_list(text: str) -> list[int]:
+    """An argparse type: comma-separated step numbers ≥ 1."""
+    return [checks.positive_int(t.strip()) for t in text.split(",") if t.strip()]
 
 
 def _sign_list(text: str) -> list[str]:
@@ -86,6 +91,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--lr", type=checks.positive, default=d.lr)
     p.add_argument("--warmup", type=checks.positive_int, default=d.warmup, help="learning-rate warm-up steps")
+    p.add_argument("--stop-after", type=checks.positive_int, default=None, metavar="N",
+                   help="train only the first N steps of the --steps schedule (its weights = a --snapshots N run's)")
     p.add_argument("--aux-weight", type=checks.non_negative, default=d.aux_weight, help="caption-tag loss weight (0: off)")
     k = p.add_argument_group("what the backbone knows of the sign bank (models/pretrain.py)")
     k.add_argument("--radiological-share", type=checks.fraction, default=d.radiological_share,
@@ -104,6 +111,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--workers", type=checks.positive_int, default=d.workers, help="processes rendering the pool")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", required=True, help="folder for phantomclip-tiny.pt and its card")
+    p.add_argument("--snapshots", type=_step_list, default=[], metavar="STEP,...",
+                   help="also write the weights after these steps (phantomclip-tiny-stepN.pt; calibration; not the recipe)")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("zeroshot-report", help="PhantomCLIP's zero-shot table: names vs signs vs random words")

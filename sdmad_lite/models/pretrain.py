@@ -37,7 +37,10 @@ sandbox must be in"); every knob is a field of :class:`PretrainConfig` and an op
   reproduce the first checkpoints; DESIGN.md rules it out);
 - ``normal_anatomy`` (on): half of the normal captions describe the normal anatomy in positive words,
   which fixes the inverted anchor (``captions`` module docstring: the measurement);
-- ``steps``, ``pool_per_modality``, ``aux_weight``, ``warmup``, ``lr``: how long and how hard.
+- ``steps``, ``pool_per_modality``, ``aux_weight``, ``warmup``, ``lr``: how long and how hard;
+  ``stop_after`` N trains only the first N steps of the ``steps``-step schedule (warm-up and cosine
+  decay as for ``steps``): its weights are those a ``--snapshots N`` run writes after step N, so one
+  long run can calibrate the length and the shipped recipe still costs only N steps.
 
 Same seed, same machine, same thread count -> the same checkpoint.
 """
@@ -88,6 +91,7 @@ class PretrainConfig:
     scanner_seed: int = 0
     negated_captions: bool = False
     normal_anatomy: bool = True
+    stop_after: int | None = None  # train only the first N steps of the ``steps``-step schedule (None: all)
 
     def __post_init__(self) -> None:
         self.extra_uncaptioned = tuple(sorted(set(self.extra_uncaptioned)))
@@ -95,6 +99,8 @@ class PretrainConfig:
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self.style()  # unknown sign ids fail here
+        if self.stop_after is not None and not 1 <= int(self.stop_after) <= self.steps:
+            raise ValueError(f"stop_after must be in [1, steps={self.steps}], got {self.stop_after}")
 
     def style(self) -> CaptionStyle:
         """How this recipe writes captions."""
@@ -111,6 +117,8 @@ class PretrainConfig:
                  f"--uncaptioned {','.join(self.extra_uncaptioned) or 'none'}",
                  f"--scanner-shift {self.scanner_shift}", f"--scanner-seed {self.scanner_seed}",
                  flag(self.negated_captions, "negated-captions"), flag(self.normal_anatomy, "normal-anatomy")]
+        if self.stop_after is not None:
+            parts.append(f"--stop-after {self.stop_after}")
         if threads:
             parts.append(f"--threads {threads}")
         return "sdmad pretrain-phantomclip " + " ".join(parts) + " --out DIR"
@@ -187,11 +195,13 @@ def sign_captioned(cfg: PretrainConfig, n: int) -> np.ndarray:
 
 
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: print(*a, flush=True),
-             pool: dict | None = None) -> Path:
+             pool: dict | None = None, snapshots: tuple[int, ...] = ()) -> Path:
     """Pretrain PhantomCLIP-tiny from scratch and write ``phantomclip-tiny.pt`` + card to ``out_dir``.
 
     ``pool``: the output of :func:`render_pool` for this ``cfg`` when it was rendered already (several
-    recipes on one pool); the card then says so and its wall time leaves the rendering out."""
+    recipes on one pool); the card then says so and its wall time leaves the rendering out.
+    ``snapshots``: steps after which the weights are also written (``phantomclip-tiny-step{N}.pt``, no
+    card): the trajectory of one run, for calibration. They do not change the run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.time(), _cpu_seconds()
@@ -229,7 +239,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
     mean = torch.tensor(model_bb.mean).view(1, 3, 1, 1)
     std = torch.tensor(model_bb.std).view(1, 3, 1, 1)
     history = []
-    for step in range(cfg.steps):
+    trained = cfg.steps if cfg.stop_after is None else int(cfg.stop_after)
+    for step in range(trained):
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
         x = augment(images[idx].float()[:, None] / 255.0, g)
         x = (x.expand(-1, 3, -1, -1) - mean) / std
@@ -249,7 +260,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(tagger.parameters()), 1.0)
         opt.step()
         sched.step()
-        if step % 50 == 0 or step == cfg.steps - 1:
+        if step + 1 in snapshots:
+            snap = {k: (v.detach().half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
+            atomic_write(out / f"{bb.PHANTOMCLIP}-step{step + 1}.pt", lambda p, snap=snap: torch.save(snap, p))
+        if step % 50 == 0 or step == trained - 1:
             history.append((step, round(loss.item(), 4)))
             log(f"step {step:5d}/{cfg.steps}  loss {loss.item():.3f}  scale {float(model.logit_scale.exp()):.1f}  {time.time() - t0:.0f} s")
     state = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
