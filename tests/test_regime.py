@@ -176,3 +176,22 @@ def test_shipped_regime_checkpoints_have_a_working_anchor(name):
         score = (v @ model.mean_text(a["abnormal"]) - v @ model.mean_text(a["normal"])).numpy()
         auc = M.binary_auroc((y.sum(1) > 0).astype(int), score)
         assert auc > 0.5, f"{name}: the anchor is inverted on {modality} phantoms (AUROC {auc:.2f})"
+
+
+def test_stop_after_equals_the_snapshot_of_the_long_run(tmp_path):
+    """``stop_after`` N trains the first N steps of the schedule: the weights a ``snapshots`` run writes after step N."""
+    import torch
+
+    from sdmad_lite.models.pretrain import pretrain, render_pool
+
+    kw = dict(steps=4, batch_size=4, pool_per_modality=2, render_size=64, workers=1, warmup=1, sign_caption_share=0.5)
+    pool = render_pool(PretrainConfig(**kw), 128)
+    pretrain(PretrainConfig(**kw), tmp_path / "long", log=lambda *a: None, pool=pool, snapshots=(2,))
+    pretrain(PretrainConfig(**kw, stop_after=2), tmp_path / "short", log=lambda *a: None, pool=pool)
+    a = torch.load(tmp_path / "long" / "phantomclip-tiny-step2.pt", weights_only=True)
+    b = torch.load(tmp_path / "short" / "phantomclip-tiny.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    card = json.loads((tmp_path / "short" / "phantomclip-tiny.card.json").read_text())
+    assert "--stop-after 2" in card["command"] and card["recipe"]["stop_after"] == 2
+    with pytest.raises(ValueError):
+        PretrainConfig(steps=4, stop_after=5)

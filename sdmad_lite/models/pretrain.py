@@ -264,8 +264,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
             snap = {k: (v.detach().half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
             atomic_write(out / f"{bb.PHANTOMCLIP}-step{step + 1}.pt", lambda p, snap=snap: torch.save(snap, p))
         if step % 50 == 0 or step == trained - 1:
-            history.append((step, round(loss.item(), 4)))
-            log(f"step {step:5d}/{cfg.steps}  loss {loss.item():.3f}  scale {float(model.logit_scale.exp()):.1f}  {time.time() - t0:.0f} s")
+            history.append((step, round(loss.detach().item(), 4)))
+            log(f"step {step:5d}/{cfg.steps}  loss {loss.detach().item():.3f}  scale {model.logit_scale.detach().exp().item():.1f}  {time.time() - t0:.0f} s")
     state = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
     ckpt = out / f"{bb.PHANTOMCLIP}.pt"
     atomic_write(ckpt, lambda p: torch.save(state, p))
