@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from ..io import sha256_file
 from .text import TextTower
 from .checkpoints import (MODELS_DIR, PHANTOMCLIP, PHANTOMCLIP_CARD, PHANTOMCLIP_CHECKPOINT,  # noqa: F401 (API)
-                          PHANTOMCLIP_CONFIG_FILE, PHANTOMCLIP_NOAUX, PHANTOMCLIP_NOAUX_CARD, BackboneError, load_state,
-                          quiet_random_init)
+                          PHANTOMCLIP_CONFIG_FILE, PHANTOMCLIP_NOAUX, PHANTOMCLIP_NOAUX_CARD, PHANTOMCLIP_ORACLE,
+                          PHANTOMCLIP_ORACLE_CARD, PHANTOMCLIP_PARTIAL, PHANTOMCLIP_PARTIAL_CARD, SHIPPED, BackboneError,
+                          load_state, quiet_random_init, shipped_checkpoint)
 
 CONTEXT_LENGTH = 77
 #: the backbones of the profiles (any other open_clip model name, ``local-dir:`` or ``hf-hub:`` name also loads)
@@ -224,7 +225,7 @@ def weights_cached(name: str, pretrained: str | None) -> bool:
 
 def _card_of(path: Path) -> Path | None:
     """The model card a checkpoint must match: the shipped one's, else none."""
-    return {PHANTOMCLIP_CHECKPOINT: PHANTOMCLIP_CARD, PHANTOMCLIP_NOAUX: PHANTOMCLIP_NOAUX_CARD}.get(path)
+    return {pt: card for pt, card in SHIPPED.values()}.get(path)
 
 
 def default_taps(n_blocks: int) -> list[int]:
@@ -296,7 +297,8 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
     """Build backbone ``name`` with ``pretrained`` weights.
 
     ``pretrained="default"``: the shipped checkpoint for ``phantomclip-tiny``, ``openai`` for the
-    OpenAI architectures, the hub weights for ``hf-hub:`` names. ``None``: random weights, on
+    OpenAI architectures, the hub weights for ``hf-hub:`` names. For ``phantomclip-tiny`` the other shipped
+    checkpoints are ``shipped-noaux``, ``shipped-oracle`` and ``shipped-partial`` (``checkpoints.SHIPPED``). ``None``: random weights, on
     purpose. A file, or a model folder: open_clip weights already on this machine, published under
     ``weights_tag`` (default ``openai`` for OpenAI architectures), whose activation and preprocessing
     they get. Unavailable weights raise :class:`~sdmad_lite.models.checkpoints.BackboneError` saying where to put them.
@@ -307,14 +309,14 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
                             "name, or an 'hf-hub:' / 'local-dir:' name")
     _register_custom_configs()
     if name == PHANTOMCLIP:
-        if pretrained in ("default", "shipped"):
-            pretrained = str(PHANTOMCLIP_CHECKPOINT)
-        elif pretrained in ("noaux", "shipped-noaux"):
-            pretrained = str(PHANTOMCLIP_NOAUX)
+        shipped = shipped_checkpoint(pretrained)  # shipped, shipped-noaux, shipped-oracle, shipped-partial
+        if shipped is not None:
+            pretrained = str(shipped)
         if pretrained is not None and not Path(str(pretrained)).is_file():
-            hint = (" Build it with `sdmad pretrain-phantomclip`." if Path(str(pretrained)) == PHANTOMCLIP_CHECKPOINT
-                    else " For phantomclip-tiny, pretrained is 'default' (the shipped checkpoint), the path of a "
-                         "checkpoint file, or None (random weights, on purpose).")
+            hint = (" Build it with `sdmad pretrain-phantomclip` (its model card says how)."
+                    if Path(str(pretrained)) in {pt for pt, _ in SHIPPED.values()}
+                    else f" For phantomclip-tiny, pretrained is 'default' (the shipped checkpoint), one of "
+                         f"{', '.join(SHIPPED)}, the path of a checkpoint file, or None (random weights, on purpose).")
             raise BackboneError(f"checkpoint not found: {pretrained}.{hint}")
         with quiet_random_init(pretrained is not None):
             model = open_clip.create_model(PHANTOMCLIP, pretrained=None, device=device)

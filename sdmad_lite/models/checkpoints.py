@@ -19,6 +19,30 @@ PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
 #: the same recipe without the caption-tag loss (``model.pretrained: shipped-noaux``)
 PHANTOMCLIP_NOAUX = MODELS_DIR / f"{PHANTOMCLIP}-noaux.pt"
 PHANTOMCLIP_NOAUX_CARD = MODELS_DIR / f"{PHANTOMCLIP}-noaux.card.json"
+#: the regime checkpoints (DESIGN.md, "The regime the sandbox must be in"): ``shipped-oracle`` knows every
+#: captioned sign in the sign bank's words (the first recipe, anchor fixed); ``shipped-partial`` is the
+#: recipe calibrated to the published figures (benchmarks/calibrate_regime.py)
+PHANTOMCLIP_ORACLE = MODELS_DIR / f"{PHANTOMCLIP}-oracle.pt"
+PHANTOMCLIP_ORACLE_CARD = MODELS_DIR / f"{PHANTOMCLIP}-oracle.card.json"
+PHANTOMCLIP_PARTIAL = MODELS_DIR / f"{PHANTOMCLIP}-partial.pt"
+PHANTOMCLIP_PARTIAL_CARD = MODELS_DIR / f"{PHANTOMCLIP}-partial.card.json"
+#: ``model.pretrained`` names of the shipped PhantomCLIP-tiny checkpoints -> (file, model card)
+SHIPPED: dict[str, tuple[Path, Path]] = {
+    "shipped": (PHANTOMCLIP_CHECKPOINT, PHANTOMCLIP_CARD),
+    "shipped-noaux": (PHANTOMCLIP_NOAUX, PHANTOMCLIP_NOAUX_CARD),
+    "shipped-oracle": (PHANTOMCLIP_ORACLE, PHANTOMCLIP_ORACLE_CARD),
+    "shipped-partial": (PHANTOMCLIP_PARTIAL, PHANTOMCLIP_PARTIAL_CARD),
+}
+#: other spellings accepted for them
+SHIPPED_ALIASES = {"default": "shipped", "noaux": "shipped-noaux", "oracle": "shipped-oracle", "partial": "shipped-partial"}
+
+
+def shipped_checkpoint(pretrained: str | None) -> Path | None:
+    """The file of a shipped PhantomCLIP-tiny checkpoint name (``shipped``, ``shipped-partial``…), else None."""
+    if pretrained is None:
+        return None
+    name = SHIPPED_ALIASES.get(str(pretrained), str(pretrained))
+    return SHIPPED[name][0] if name in SHIPPED else None
 
 
 class BackboneError(SdmadError, RuntimeError):

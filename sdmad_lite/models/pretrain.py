@@ -6,7 +6,8 @@ Recipe (``sdmad pretrain-phantomclip``):
    world's label sampler (labels from the real tables), keeping their sign ground truth.
 2. Each step draws a batch, augments the images (small shifts and scale, contrast/gamma),
    and writes a fresh random caption for each (``captions.caption``: signs and modality,
-   never a category name; some signs are never captioned on purpose).
+   never a category name; some signs are never captioned on purpose; normal images are never
+   described by a negation).
 3. Loss: symmetric InfoNCE with *soft* targets — an image's positives are all captions in the
    batch with the same caption key (same modality and same described signs), so that two
    normals in a batch are not pushed apart.
@@ -15,7 +16,31 @@ Recipe (``sdmad pretrain-phantomclip``):
    carries the same information as the captions and makes the most of a 30-minute CPU budget;
    the layer is dropped after pretraining (``aux_weight=0`` turns it off).
 5. AdamW with cosine decay; weights saved in float16 with a model card (sha256, recipe,
-   versions, wall time) next to them.
+   versions, wall time, the one command that rebuilds it) next to them.
+
+What the backbone knows of the sign bank is a knob of the recipe (DESIGN.md, "The regime the
+sandbox must be in"); every knob is a field of :class:`PretrainConfig` and an option of
+``sdmad pretrain-phantomclip``, and the defaults are the first recipe's with the anchor fix
+(no negated caption, normal-anatomy captions):
+
+- ``radiological_share`` (1): share of sign phrases in the radiological vocabulary; the rest in
+  a lay, visual vocabulary that the sign bank never uses (``captions.LAY_PHRASES``);
+- ``sign_caption_share`` (1): share of the pool's images (a fixed seeded subset) whose captions say
+  what they show (their signs, or that they are normal); the others get the modality alone ("a chest
+  x-ray"). The caption-tag loss still reads every image's signs: it is image-side supervision that
+  does not go through words, so the image features learn every (captioned-kind) sign while the text
+  tower learns the words from a share of the images only;
+- ``extra_uncaptioned`` (none): signs never described, on top of ``captions.UNCAPTIONED``;
+- ``scanner_shift`` / ``scanner_seed`` (0): a source-domain scanner (``data/phantoms/scanner.py``)
+  that every pretraining image passes through, so the task's (unshifted) images are another domain;
+- ``negated_captions`` (off): the old normal caption "... with no abnormal finding" (kept to
+  reproduce the first checkpoints; DESIGN.md rules it out);
+- ``normal_anatomy`` (on): half of the normal captions describe the normal anatomy in positive words,
+  which fixes the inverted anchor (``captions`` module docstring: the measurement);
+- ``steps``, ``pool_per_modality``, ``aux_weight``, ``warmup``, ``lr``: how long and how hard;
+  ``stop_after`` N trains only the first N steps of the ``steps``-step schedule (warm-up and cosine
+  decay as for ``steps``): its weights are those a ``--snapshots N`` run writes after step N, so one
+  long run can calibrate the length and the shipped recipe still costs only N steps.
 
 Same seed, same machine, same thread count -> the same checkpoint.
 """
@@ -25,6 +50,7 @@ import json
 import math
 import os
 import platform
+import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -41,7 +67,7 @@ from ..io import atomic_write, sha256_file
 from ..seeding import rng as derived_rng
 from ..seeding import seed_everything
 from . import backbone as bb
-from .captions import UNCAPTIONED, caption, caption_key
+from .captions import PLAIN_KEY, UNCAPTIONED, CaptionStyle, caption, caption_key, plain_caption
 
 
 @dataclass
@@ -57,18 +83,58 @@ class PretrainConfig:
     seed: int = 1234
     workers: int = 2
     aux_weight: float = 1.0
+    # --- what the backbone knows of the sign bank (module docstring); defaults: the first recipe's
+    radiological_share: float = 1.0
+    sign_caption_share: float = 1.0
+    extra_uncaptioned: tuple[str, ...] = ()
+    scanner_shift: float = 0.0
+    scanner_seed: int = 0
+    negated_captions: bool = False
+    normal_anatomy: bool = True
+    stop_after: int | None = None  # train only the first N steps of the ``steps``-step schedule (None: all)
+
+    def __post_init__(self) -> None:
+        self.extra_uncaptioned = tuple(sorted(set(self.extra_uncaptioned)))
+        for name in ("radiological_share", "sign_caption_share", "scanner_shift"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        self.style()  # unknown sign ids fail here
+        if self.stop_after is not None and not 1 <= int(self.stop_after) <= self.steps:
+            raise ValueError(f"stop_after must be in [1, steps={self.steps}], got {self.stop_after}")
+
+    def style(self) -> CaptionStyle:
+        """How this recipe writes captions."""
+        return CaptionStyle(radiological_share=self.radiological_share,
+                            uncaptioned=UNCAPTIONED | frozenset(self.extra_uncaptioned),
+                            negated=self.negated_captions, normal_anatomy=self.normal_anatomy)
+
+    def command(self, threads: int | None = None) -> str:
+        """The one ``sdmad pretrain-phantomclip`` command that rebuilds this recipe (every knob spelled out)."""
+        flag = lambda on, name: f"--{name}" if on else f"--no-{name}"  # noqa: E731
+        parts = [f"--steps {self.steps}", f"--batch-size {self.batch_size}", f"--pool {self.pool_per_modality}",
+                 f"--seed {self.seed}", f"--lr {self.lr}", f"--warmup {self.warmup}", f"--aux-weight {self.aux_weight}",
+                 f"--radiological-share {self.radiological_share}", f"--sign-caption-share {self.sign_caption_share}",
+                 f"--uncaptioned {','.join(self.extra_uncaptioned) or 'none'}",
+                 f"--scanner-shift {self.scanner_shift}", f"--scanner-seed {self.scanner_seed}",
+                 flag(self.negated_captions, "negated-captions"), flag(self.normal_anatomy, "normal-anatomy")]
+        if self.stop_after is not None:
+            parts.append(f"--stop-after {self.stop_after}")
+        if threads:
+            parts.append(f"--threads {threads}")
+        return "sdmad pretrain-phantomclip " + " ".join(parts) + " --out DIR"
 
 
 def render_pool(cfg: PretrainConfig, image_size: int) -> dict:
     """Render ``pool_per_modality`` phantoms of each modality, resized to ``image_size``."""
     jobs = [(m, cfg.pool_per_modality, cfg.seed + k, cfg.render_size, image_size, cfg.normal_fraction)
             for k, m in enumerate(MODALITIES)]
+    shift = (cfg.scanner_shift, cfg.scanner_seed)
     if cfg.workers > 1:
-        chunks = [(m, n, s, rs, im, nf, lo, min(n, lo + 250)) for (m, n, s, rs, im, nf) in jobs for lo in range(0, n, 250)]
+        chunks = [(m, n, s, rs, im, nf, lo, min(n, lo + 250), shift) for (m, n, s, rs, im, nf) in jobs for lo in range(0, n, 250)]
         with ProcessPoolExecutor(cfg.workers) as ex:
             parts = list(ex.map(_render_chunk, chunks))
     else:
-        parts = [_render_chunk((m, n, s, rs, im, nf, 0, n)) for (m, n, s, rs, im, nf) in jobs]
+        parts = [_render_chunk((m, n, s, rs, im, nf, 0, n, shift)) for (m, n, s, rs, im, nf) in jobs]
     return {
         "images": np.concatenate([p["images"] for p in parts]),
         "modality": [m for p in parts for m in p["modality"]],
@@ -77,8 +143,9 @@ def render_pool(cfg: PretrainConfig, image_size: int) -> dict:
 
 
 def _render_chunk(job) -> dict:
-    modality, n, seed, render_size, image_size, normal_fraction, lo, hi = job
-    ds = PhantomDataset(modality, n, seed=seed, size=render_size, normal_fraction=normal_fraction)
+    modality, n, seed, render_size, image_size, normal_fraction, lo, hi, (shift, shift_seed) = job
+    ds = PhantomDataset(modality, n, seed=seed, size=render_size, normal_fraction=normal_fraction,
+                        shift=shift, shift_seed=shift_seed)  # shift 0: the task's own style
     imgs, signs = [], []
     for i in range(lo, hi):
         s = ds[i]
@@ -114,22 +181,46 @@ def soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, keys: list, logit_scale
     return 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: print(*a, flush=True)) -> Path:
-    """Pretrain PhantomCLIP-tiny from scratch and write ``phantomclip-tiny.pt`` + card to ``out_dir``."""
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (the rendering workers)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def sign_captioned(cfg: PretrainConfig, n: int) -> np.ndarray:
+    """Which of the ``n`` pool images get sign captions: all, or a fixed seeded ``sign_caption_share`` of them."""
+    if cfg.sign_caption_share >= 1.0:
+        return np.ones(n, bool)
+    return derived_rng(cfg.seed, "sign-captioned").random(n) < cfg.sign_caption_share
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: print(*a, flush=True),
+             pool: dict | None = None, snapshots: tuple[int, ...] = ()) -> Path:
+    """Pretrain PhantomCLIP-tiny from scratch and write ``phantomclip-tiny.pt`` + card to ``out_dir``.
+
+    ``pool``: the output of :func:`render_pool` for this ``cfg`` when it was rendered already (several
+    recipes on one pool); the card then says so and its wall time leaves the rendering out.
+    ``snapshots``: steps after which the weights are also written (``phantomclip-tiny-step{N}.pt``, no
+    card): the trajectory of one run, for calibration. They do not change the run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    t0, c0 = time.time(), _cpu_seconds()
     seed_everything(cfg.seed)
     model_bb = bb.load(bb.PHANTOMCLIP, pretrained=None)
     model = model_bb.model.train().requires_grad_(True)
     s = model_bb.image_size
-    log(f"rendering {cfg.pool_per_modality} phantoms per modality ({len(MODALITIES)} modalities) ...")
-    pool = render_pool(cfg, s)
+    given = pool is not None
+    if not given:
+        log(f"rendering {cfg.pool_per_modality} phantoms per modality ({len(MODALITIES)} modalities) ...")
+        pool = render_pool(cfg, s)
     t_render = time.time() - t0
     images = torch.from_numpy(pool["images"])
     n = len(images)
     log(f"pool: {n} images in {t_render:.0f} s")
-    tag_names = sorted({sg for m in MODALITIES.values() for sg in m.signs} - UNCAPTIONED)
+    style = cfg.style()
+    said = torch.from_numpy(sign_captioned(cfg, n))
+    log(f"{int(said.sum())} of {n} images get sign captions; uncaptioned signs: {sorted(style.uncaptioned)}")
+    tag_names = sorted({sg for m in MODALITIES.values() for sg in m.signs} - style.uncaptioned)
     tag_index = {t: i for i, t in enumerate(tag_names)}
     tags = torch.zeros(n, len(tag_names))
     for i, sg in enumerate(pool["signs"]):
@@ -148,28 +239,33 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
     mean = torch.tensor(model_bb.mean).view(1, 3, 1, 1)
     std = torch.tensor(model_bb.std).view(1, 3, 1, 1)
     history = []
-    for step in range(cfg.steps):
+    trained = cfg.steps if cfg.stop_after is None else int(cfg.stop_after)
+    for step in range(trained):
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
         x = augment(images[idx].float()[:, None] / 255.0, g)
         x = (x.expand(-1, 3, -1, -1) - mean) / std
         mods = [pool["modality"][i] for i in idx.tolist()]
         sgn = [pool["signs"][i] for i in idx.tolist()]
-        texts = [caption(m, si, cap_rng) for m, si in zip(mods, sgn)]
-        keys = [caption_key(m, si) for m, si in zip(mods, sgn)]
+        has = said[idx]
+        texts = [caption(m, si, cap_rng, style) if h else plain_caption(m, cap_rng) for m, si, h in zip(mods, sgn, has.tolist())]
+        keys = [caption_key(m, si, style.uncaptioned) if h else (m, PLAIN_KEY) for m, si, h in zip(mods, sgn, has.tolist())]
         emb = model.encode_image(x)
         img = F.normalize(emb, dim=-1)
         txt = F.normalize(model_bb.text_forward(model_bb.tokenizer(texts)), dim=-1)
         loss = soft_clip_loss(img, txt, keys, model.logit_scale.exp().clamp(max=100))
-        if cfg.aux_weight:
+        if cfg.aux_weight:  # image-side supervision: every image, whatever its caption says
             loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(tagger(emb), tags[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(tagger.parameters()), 1.0)
         opt.step()
         sched.step()
-        if step % 50 == 0 or step == cfg.steps - 1:
-            history.append((step, round(loss.item(), 4)))
-            log(f"step {step:5d}/{cfg.steps}  loss {loss.item():.3f}  scale {float(model.logit_scale.exp()):.1f}  {time.time() - t0:.0f} s")
+        if step + 1 in snapshots:
+            snap = {k: (v.detach().half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
+            atomic_write(out / f"{bb.PHANTOMCLIP}-step{step + 1}.pt", lambda p, snap=snap: torch.save(snap, p))
+        if step % 50 == 0 or step == trained - 1:
+            history.append((step, round(loss.detach().item(), 4)))
+            log(f"step {step:5d}/{cfg.steps}  loss {loss.detach().item():.3f}  scale {model.logit_scale.detach().exp().item():.1f}  {time.time() - t0:.0f} s")
     state = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
     ckpt = out / f"{bb.PHANTOMCLIP}.pt"
     atomic_write(ckpt, lambda p: torch.save(state, p))
@@ -179,13 +275,17 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
         "bytes": ckpt.stat().st_size,
         "config": json.loads(bb.PHANTOMCLIP_CONFIG_FILE.read_text()),
         "recipe": asdict(cfg),
-        "uncaptioned_signs": sorted(UNCAPTIONED),
+        "uncaptioned_signs": sorted(style.uncaptioned),
+        "sign_captioned_images": int(said.sum()),
+        "pool_images": n,
         "loss_history": history,
         "wall_time_s": round(time.time() - t0, 1),
-        "render_time_s": round(t_render, 1),
+        "cpu_time_s": round(_cpu_seconds() - c0, 1),  # this process and its rendering workers: less sensitive to a busy machine
+        "render_time_s": round(t_render, 1) if not given else None,
+        "pool_rendered_before": given,
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "processor": platform.machine()},
-        "command": f"sdmad pretrain-phantomclip --steps {cfg.steps} --batch-size {cfg.batch_size} --pool {cfg.pool_per_modality} --seed {cfg.seed} --lr {cfg.lr} --aux-weight {cfg.aux_weight} --out DIR",
+        "command": cfg.command(torch.get_num_threads()),
     }
     atomic_write(out / f"{bb.PHANTOMCLIP}.card.json", json.dumps(card, indent=1))
     log(f"wrote {ckpt} ({ckpt.stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f} s")

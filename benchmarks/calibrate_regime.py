@@ -1,0 +1,266 @@
+"""Is the phantom sandbox in the published regime? (DESIGN.md, "The regime the sandbox must be in")
+
+For each PhantomCLIP-tiny checkpoint and modality, on calibration phantoms that no table of the book
+uses, this prints and saves:
+
+- **zero-shot** (``sdmad_lite.reports.zero_shot_report``, ``world="development"``: phantom seeds
+  720_000 + seed): macro AUROC with category names, with the expert sign prompts, with random words,
+  and the anchor AUROC (normal vs abnormal), mean ± std over ``--zs-seeds`` held-out sets;
+- **k = 4 check** (``data.world: development``, support draws ``--seeds``, default 100, 101, 102):
+  per-anomaly mean AUROC (``per-anomaly.mean_auroc``) of the trained methods (SD-MAD ``sdmad``,
+  ``linear-probe``) and of the frozen sign prompts (``zeroshot-signs``), and the margin of the best
+  trained method over the frozen prompts.
+
+Next to each number: the band it should be in for the calibrated (``shipped-partial``) checkpoint,
+from PAPER.md's published figures (chest names 50-60, signs 60-72, anchor 60-78; OCT and brain names
+<= 65, signs <= 80; anchor > 50 everywhere; trained >= frozen + 5 at k = 4).
+
+    python benchmarks/calibrate_regime.py                       # the table of calibration.csv
+    python benchmarks/calibrate_regime.py --checkpoints /tmp/candidate/phantomclip-tiny.pt --modalities chest
+
+Writes ``--out`` (default ``sdmad_lite/resources/results/calibration.csv``) and a ``.meta`` JSON sidecar
+(command, date, code fingerprint, settings, wall time). Runs go through the result cache
+(``$SDMAD_CACHE``); a checkpoint given as a path must not be overwritten between two calls.
+
+``--anchor-cause ARM=CHECKPOINT,...`` prints instead the anchor AUROC of each checkpoint with subsets
+of the anchor prompts (which prompts invert the anchor) and writes ``anchor_inversion.csv``: the
+measurement behind the anchor fix (``sdmad_lite/models/captions.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "sdmad_lite" / "resources" / "results" / "calibration.csv"
+TRAINED = ("sdmad", "linear-probe")
+FROZEN = "zeroshot-signs"
+
+#: the published regime (PAPER.md), in percent: (low, high), None = no bound
+BANDS = {
+    "chest": {"names": (50, 60), "signs": (60, 72), "anchor": (60, 78)},
+    "oct": {"names": (None, 65), "signs": (None, 80), "anchor": (50, None)},
+    "brain": {"names": (None, 65), "signs": (None, 80), "anchor": (50, None)},
+}
+MARGIN = 5.0  # the best trained method at k = 4 beats the frozen sign prompts by at least this (points)
+
+
+def band_text(b) -> str:
+    lo, hi = b
+    return f"[{lo}, {hi}]" if lo is not None and hi is not None else (f"<= {hi}" if lo is None else f"> {lo}")
+
+
+def in_band(x: float, b) -> bool:
+    lo, hi = b
+    return (lo is None or x >= lo if hi is not None else x > lo) and (hi is None or x <= hi)
+
+
+def uncaptioned_of(checkpoint: str) -> frozenset:
+    from sdmad_lite.cli.models import uncaptioned_signs
+
+    return uncaptioned_signs("phantomclip-tiny", checkpoint)
+
+
+def zero_shot(checkpoint: str, seeds: int, n: int, modalities) -> list[dict]:
+    from sdmad_lite.models.backbone import load
+    from sdmad_lite.reports import zero_shot_report
+
+    bb = load("phantomclip-tiny", checkpoint)
+    df = zero_shot_report(bb, seeds=tuple(range(seeds)), n=n, world="development", uncaptioned=uncaptioned_of(checkpoint))
+    rows = []
+    for mod in modalities:
+        g = df[df.modality == mod]
+        row = {"checkpoint": checkpoint, "modality": mod, "zs_seeds": seeds, "zs_images": n}
+        for src in ("names", "signs", "random", "anchor"):
+            v = 100 * g[f"auroc_{src}"].to_numpy(float)
+            row[f"zs_{src}"], row[f"zs_{src}_std"] = round(float(v.mean()), 1), round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 1)
+        rows.append(row)
+    return rows
+
+
+def k4(checkpoint: str, modality: str, seeds, methods, log) -> dict:
+    from sdmad_lite import methods as M
+    from sdmad_lite.config import default_config
+    from sdmad_lite.run import run_many
+
+    base = default_config("offline")
+    base.data.dataset = f"phantom-{modality}"
+    base.data.world = "development"
+    base.model.pretrained = checkpoint
+    base.protocols = ["integrated", "per-anomaly"]
+    base.k_shot = 4
+    out = {}
+    for method in methods:
+        cfgs = []
+        for s in seeds:
+            c = M.config_for(method, base)
+            c.seed = s
+            cfgs.append(c)
+        t0 = time.time()
+        rows = run_many(cfgs, workers=1)
+        v = 100 * np.array([r["per-anomaly.mean_auroc"] for r in rows], float)
+        out[f"k4_{method}"], out[f"k4_{method}_std"] = round(float(v.mean()), 1), round(float(v.std(ddof=1)), 1)
+        out[f"k4_{method}_seeds"] = " ".join(f"{x:.1f}" for x in v)
+        log(f"  {checkpoint} {modality} {method}: per-anomaly AUROC {v.mean():.1f} ± {v.std(ddof=1):.1f} "
+            f"({out[f'k4_{method}_seeds']}) in {time.time() - t0:.0f} s")
+    if FROZEN in methods and any(m in methods for m in TRAINED):
+        best = max((m for m in TRAINED if m in methods), key=lambda m: out[f"k4_{m}"])
+        out["k4_best_trained"] = best
+        out["k4_margin"] = round(out[f"k4_{best}"] - out[f"k4_{FROZEN}"], 1)
+    return out
+
+
+#: subsets of the anchor prompts (indices into templates.yaml's abnormal / normal lists of a modality)
+ANCHOR_SUBSETS = {
+    "all": ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4)),
+    "without normal #3 (no abnormal findings)": ((0, 1, 2, 3, 4), (0, 1, 3, 4)),
+    "without normal #4 (descriptive)": ((0, 1, 2, 3, 4), (0, 1, 2, 4)),
+    "without normal #3 and #4": ((0, 1, 2, 3, 4), (0, 1, 4)),
+}
+
+
+def anchor_cause(arms: dict[str, str], n: int, seed: int = 0) -> pd.DataFrame:
+    """Anchor AUROC of each checkpoint with the anchor prompt subsets of :data:`ANCHOR_SUBSETS`."""
+    import torch.nn.functional as F
+
+    from sdmad_lite import metrics as M
+    from sdmad_lite.models.backbone import load
+    from sdmad_lite.reports import REPORT_SEED_BASE, report_phantoms
+    from sdmad_lite.signs.bank import SignBank
+
+    rows = []
+    for arm, ck in arms.items():
+        bb = load("phantomclip-tiny", ck)
+        for mod in ("chest", "oct", "brain"):
+            x, y, _ = report_phantoms(mod, n, REPORT_SEED_BASE["development"] + seed)
+            v, ab = bb.encode_images(x), (y.sum(1) > 0).astype(int)
+            a = SignBank.load(f"phantom_{mod}").anchor_prompts()
+            A, N = bb.encode_text(a["abnormal"]), bb.encode_text(a["normal"])
+            row = {"arm": arm, "checkpoint": ck, "modality": mod, "images": n}
+            for name, (ia, inn) in ANCHOR_SUBSETS.items():
+                ta, tn = F.normalize(A[list(ia)].mean(0), dim=-1), F.normalize(N[list(inn)].mean(0), dim=-1)
+                row[f"anchor {name}"] = round(100 * M.binary_auroc(ab, (v @ ta - v @ tn).numpy()), 1)
+            rows.append(row)
+            print(f"  {arm:<28} {mod:<6} " + "  ".join(f"{row[f'anchor {k}']:5.1f}" for k in ANCHOR_SUBSETS), flush=True)
+    return pd.DataFrame(rows)
+
+
+def table(df: pd.DataFrame) -> str:
+    lines = []
+    head = (f"{'checkpoint':<18} {'modality':<6} {'names':>11} {'signs':>11} {'random':>11} {'anchor':>11} | "
+            f"{'SD-MAD k4':>11} {'probe k4':>11} {'ZS signs':>11} {'margin':>7}")
+    lines.append(head)
+    lines.append("-" * len(head))
+    for _, r in df.iterrows():
+        cells = []
+        for src in ("names", "signs", "random", "anchor"):
+            cells.append(f"{r[f'zs_{src}']:5.1f}±{r[f'zs_{src}_std']:4.1f}")
+        k = []
+        for m in ("sdmad", "linear-probe", FROZEN):
+            k.append(f"{r[f'k4_{m}']:5.1f}±{r[f'k4_{m}_std']:4.1f}" if f"k4_{m}" in r and pd.notna(r.get(f"k4_{m}")) else f"{'-':>10}")
+        margin = f"{r['k4_margin']:+7.1f}" if "k4_margin" in r and pd.notna(r.get("k4_margin")) else f"{'-':>7}"
+        lines.append(f"{Path(str(r['checkpoint'])).name[:18]:<18} {r['modality']:<6} {' '.join(f'{c:>11}' for c in cells)} | "
+                     f"{' '.join(f'{c:>11}' for c in k)} {margin}")
+    lines.append("bands (calibrated checkpoint): " + "; ".join(
+        f"{mod} " + ", ".join(f"{src} {band_text(b)}" for src, b in bb.items()) for mod, bb in BANDS.items())
+        + f"; random: no band; k=4 margin >= +{MARGIN:g}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoints", default="shipped,shipped-oracle,shipped-partial",
+                    help="comma-separated: shipped names (shipped, shipped-oracle, shipped-partial, shipped-noaux) or files")
+    ap.add_argument("--modalities", default="chest,oct,brain")
+    ap.add_argument("--zs-seeds", type=int, default=3, help="held-out zero-shot sets per modality")
+    ap.add_argument("--n", type=int, default=300, help="phantoms per zero-shot set")
+    ap.add_argument("--seeds", default="100,101,102", help="support draws of the k = 4 check (development world)")
+    ap.add_argument("--methods", default=f"sdmad,linear-probe,{FROZEN}")
+    ap.add_argument("--k4-modalities", default=None, help="modalities of the k = 4 check (default: --modalities)")
+    ap.add_argument("--skip-k4", action="store_true", help="zero-shot columns only")
+    ap.add_argument("--anchor-cause", default=None, metavar="ARM=CHECKPOINT,...",
+                    help="anchor prompt-subset table of these checkpoints instead (writes anchor_inversion.csv)")
+    ap.add_argument("--out", default=None, help="CSV file (default: resources/results/calibration.csv or "
+                    "anchor_inversion.csv; '' : print only)")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    log = lambda *a: print(*a, flush=True)  # noqa: E731
+    if args.anchor_cause:
+        arms = dict(item.split("=", 1) for item in args.anchor_cause.split(","))
+        log("anchor AUROC with subsets of the anchor prompts: " + " | ".join(ANCHOR_SUBSETS))
+        df = anchor_cause(arms, args.n)
+        out = OUT.with_name("anchor_inversion.csv") if args.out is None else (Path(args.out) if args.out else None)
+        if out is not None:
+            df.to_csv(out, index=False)
+            _write_meta(out, argv, df, args, t0, {"anchor_subsets": {k: {"abnormal": list(a), "normal": list(b)}
+                                                                     for k, (a, b) in ANCHOR_SUBSETS.items()}})
+            log(f"wrote {out}")
+        return 0
+    if args.out is None:
+        args.out = str(OUT)
+    checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
+    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    k4_modalities = modalities if args.k4_modalities is None else [m.strip() for m in args.k4_modalities.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    rows = []
+    for ck in checkpoints:
+        log(f"{ck}: zero-shot on {args.zs_seeds} x {args.n} development phantoms per modality ...")
+        zs = zero_shot(ck, args.zs_seeds, args.n, modalities)
+        for r in zs:
+            log("  " + " ".join(f"{k} {r[f'zs_{k}']:.1f}" for k in ("names", "signs", "random", "anchor")) + f"  ({r['modality']})")
+            if not args.skip_k4 and r["modality"] in k4_modalities:
+                r.update(k4(ck, r["modality"], seeds, methods, log))
+            b = BANDS[r["modality"]]
+            r["zs_in_bands"] = all(in_band(r[f"zs_{src}"], b[src]) for src in b)
+            if "k4_margin" in r:
+                r["k4_margin_ok"] = r["k4_margin"] >= MARGIN
+            rows.append(r)
+    df = pd.DataFrame(rows)
+    text = table(df)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+        _write_meta(out, argv, df, args, t0, {
+            "bands": {m: {k: band_text(v) for k, v in b.items()} for m, b in BANDS.items()},
+            "k4_margin_band": f">= {MARGIN:g}", "table": text,
+            "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)",
+            "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)"})
+        log(f"wrote {out} and {out.with_suffix('.meta')} in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _write_meta(out: Path, argv, df, args, t0: float, extra: dict) -> None:
+    from sdmad_lite.run import code_fingerprint
+
+    cards = {}
+    for ck in {str(c) for c in df["checkpoint"]}:
+        from sdmad_lite.models.checkpoints import SHIPPED, SHIPPED_ALIASES
+
+        name = SHIPPED_ALIASES.get(ck, ck)
+        card = SHIPPED[name][1] if name in SHIPPED else Path(ck).with_name(Path(ck).stem + ".card.json")
+        try:
+            c = json.loads(card.read_text())
+            cards[ck] = {"sha256": c.get("sha256"), "command": c.get("command")}
+        except (OSError, ValueError):
+            cards[ck] = None
+    meta = {"command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/calibrate_regime.py",
+                                                                     *(argv if argv is not None else sys.argv[1:])]),
+            "date": dt.date.today().isoformat(), "code": code_fingerprint(), "rows": len(df), "settings": vars(args),
+            "checkpoints": cards, "wall_time_s": round(time.time() - t0, 1), **extra}
+    out.with_suffix(".meta").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())

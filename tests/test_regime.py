@@ -1,0 +1,197 @@
+"""The regime of the phantom sandbox (DESIGN.md, "The regime the sandbox must be in"): the shipped
+oracle and partial PhantomCLIP checkpoints tell normal from abnormal phantoms (the anchor is not
+inverted), and every knob of the pretraining recipe changes the captions or the recipe as documented."""
+import json
+import shlex
+
+import numpy as np
+import pytest
+
+from sdmad_lite.models import captions as C
+from sdmad_lite.models.pretrain import PretrainConfig, _render_chunk, sign_captioned
+
+NORMAL = []  # a normal image: no sign
+SIGNS = ["costophrenic_blunting", "meniscus_opacity", "mediastinal_shift"]
+
+
+def _captions(style, signs, n=200, modality="chest", seed=0):
+    rng = np.random.default_rng(seed)
+    return [C.caption(modality, signs, rng, style) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- the anchor fix
+def test_default_captions_never_negate():
+    texts = _captions(C.CaptionStyle(), NORMAL) + _captions(C.CaptionStyle(), SIGNS)
+    assert not any(" no " in f" {t} " or "without" in t for t in texts)
+    old = _captions(C.CaptionStyle(negated=True), NORMAL)
+    assert any(t.endswith("with no abnormal finding") for t in old)
+
+
+def test_without_normal_anatomy_the_old_recipes_random_numbers_are_drawn():
+    """Removing the negation only rewords the first normal template: same draws, same captions otherwise."""
+    plain = C.CaptionStyle(normal_anatomy=False)
+    new, old = _captions(plain, NORMAL, seed=3), _captions(C.CaptionStyle(negated=True, normal_anatomy=False), NORMAL, seed=3)
+    for a, b in zip(new, old):
+        assert a == b or (a.startswith("a healthy ") and b.endswith(" with no abnormal finding"))
+    assert _captions(C.CaptionStyle(), SIGNS, seed=4) == _captions(C.CaptionStyle(negated=True, normal_anatomy=False), SIGNS, seed=4)
+
+
+def test_normal_anatomy_describes_normals_in_positive_words():
+    texts = _captions(C.CaptionStyle(normal_anatomy=True), NORMAL)
+    anatomy = [t for t in texts if any(p in t for p in C.NORMAL_ANATOMY["chest"])]
+    assert 0.3 < len(anatomy) / len(texts) < 0.7
+    assert not any(p in t for t in _captions(C.CaptionStyle(normal_anatomy=False), NORMAL) for p in C.NORMAL_ANATOMY["chest"])
+
+
+# ----------------------------------------------------------------------------- the vocabulary knob
+def _phrases(texts, table, signs=SIGNS):
+    return sum(p in t for t in texts for s in signs for p in table[s])
+
+
+def test_radiological_share_picks_the_vocabulary():
+    radio = _captions(C.CaptionStyle(radiological_share=1.0), SIGNS)
+    lay = _captions(C.CaptionStyle(radiological_share=0.0), SIGNS)
+    mixed = _captions(C.CaptionStyle(radiological_share=0.5), SIGNS)
+    assert _phrases(lay, C.SIGN_PHRASES) == 0 and _phrases(lay, C.LAY_PHRASES) == 3 * len(lay)
+    assert _phrases(radio, C.LAY_PHRASES) == 0 and _phrases(radio, C.SIGN_PHRASES) == 3 * len(radio)
+    share = _phrases(mixed, C.SIGN_PHRASES) / (3 * len(mixed))
+    assert 0.4 < share < 0.6
+    with pytest.raises(ValueError):
+        C.CaptionStyle(radiological_share=1.5)
+
+
+def test_lay_vocabulary_is_not_the_sign_banks_wording():
+    from sdmad_lite.signs.bank import SignBank
+
+    C.check_no_category_names()  # lay phrases included
+    lay = {p.lower() for ps in C.LAY_PHRASES.values() for p in ps}
+    radiological = {p.lower() for ps in C.SIGN_PHRASES.values() for p in ps}
+    assert not lay & radiological
+    for modality in ("chest", "oct", "brain"):
+        bank = SignBank.load(f"phantom_{modality}")
+        texts = {s.text.lower() for c in bank.categories for s in bank.candidates(c)}
+        assert not lay & texts
+        # the bank's radiological terms never appear in a lay phrase
+        for term in ("opacity", "costophrenic", "cardiac", "hyperreflective", "rpe", "hyperintens", "edema", "fluid"):
+            assert not any(term in p for p in lay), term
+
+
+# ----------------------------------------------------------------------------- what is captioned
+def test_extra_uncaptioned_signs_are_never_described():
+    cfg = PretrainConfig(extra_uncaptioned=("air_bronchogram",))
+    style = cfg.style()
+    assert style.uncaptioned == C.UNCAPTIONED | {"air_bronchogram"}
+    texts = _captions(style, ["air_bronchogram", "lobar_consolidation"])
+    assert _phrases(texts, C.SIGN_PHRASES, ["air_bronchogram"]) == 0
+    assert _phrases(texts, C.SIGN_PHRASES, ["lobar_consolidation"]) == len(texts)
+    assert C.caption_key("chest", ["air_bronchogram"], style.uncaptioned) == ("chest", frozenset({"<abnormal>"}))
+    with pytest.raises(ValueError):
+        PretrainConfig(extra_uncaptioned=("no_such_sign",))
+
+
+def test_sign_caption_share_is_a_fixed_seeded_subset():
+    assert sign_captioned(PretrainConfig(), 500).all()
+    a = sign_captioned(PretrainConfig(sign_caption_share=0.4), 2000)
+    assert 0.35 < a.mean() < 0.45 and (a == sign_captioned(PretrainConfig(sign_caption_share=0.4), 2000)).all()
+    plain = [C.plain_caption("chest", np.random.default_rng(i)) for i in range(20)]
+    assert all("normal" not in t and "abnormal" not in t for t in plain)
+    assert not any(p in t for t in plain for ps in C.SIGN_PHRASES.values() for p in ps)
+
+
+def test_pretraining_scanner_moves_the_images_and_zero_is_the_task_style():
+    from sdmad_lite.data.phantoms.world import PhantomDataset
+
+    job = ("chest", 2, 7, 64, 64, 0.3, 0, 2)
+    plain, shifted = _render_chunk(job + ((0.0, 0),)), _render_chunk(job + ((0.8, 1),))
+    ds = PhantomDataset("chest", 2, seed=7, size=64, normal_fraction=0.3)
+    assert np.array_equal(plain["images"][0], ds[0]["image"])
+    assert not np.array_equal(plain["images"], shifted["images"]) and plain["signs"] == shifted["signs"]
+
+
+# ----------------------------------------------------------------------------- the recipe and its command
+def test_defaults_are_the_first_recipe_with_the_anchor_fix():
+    d = PretrainConfig()
+    assert (d.steps, d.batch_size, d.lr, d.pool_per_modality, d.aux_weight, d.seed) == (1200, 128, 5e-4, 2500, 1.0, 1234)
+    assert (d.radiological_share, d.sign_caption_share, d.extra_uncaptioned, d.scanner_shift) == (1.0, 1.0, (), 0.0)
+    assert not d.negated_captions and d.normal_anatomy  # the anchor fix
+
+
+def test_the_card_command_rebuilds_the_recipe():
+    """Every knob is spelled out in the command, and the CLI parses it back to the same recipe."""
+    import argparse
+    from dataclasses import asdict
+
+    from sdmad_lite.cli import models as cli
+
+    cfg = PretrainConfig(steps=300, pool_per_modality=900, aux_weight=0.5, radiological_share=0.2,
+                         sign_caption_share=0.6, extra_uncaptioned=("air_bronchogram", "calcified_focus"),
+                         scanner_shift=0.3, scanner_seed=5, normal_anatomy=False, warmup=40)
+    cmd = cfg.command(threads=1)
+    parser = argparse.ArgumentParser()
+    cli.add_subcommands(parser.add_subparsers())
+    args = parser.parse_args(shlex.split(cmd)[1:])
+    captured = {}
+    import sdmad_lite.cli.models as mod
+
+    real = mod.pretrain
+    mod.pretrain = lambda c, out, snapshots=(): captured.setdefault("cfg", c)
+    try:
+        args.func(args)
+    finally:
+        mod.pretrain = real
+    assert asdict(captured["cfg"]) == asdict(cfg) and args.threads == 1
+    default = PretrainConfig().command()
+    assert "--no-negated-captions --normal-anatomy" in default and "--radiological-share 1.0" in default
+
+
+def test_zeroshot_report_development_world_is_disjoint():
+    from sdmad_lite.data import build
+    from sdmad_lite.reports import REPORT_SEED_BASE
+
+    dev = {REPORT_SEED_BASE["development"] + s for s in range(100)}
+    book = {REPORT_SEED_BASE["evaluation"] + s for s in range(100)}
+    assert not dev & book
+    assert not dev & {build.TEST_SEED, build.POOL_SEED, build.DEV_TEST_SEED, build.DEV_POOL_SEED}
+
+
+# ----------------------------------------------------------------------------- the shipped regime checkpoints
+@pytest.mark.parametrize("name", ["shipped-oracle", "shipped-partial"])
+def test_shipped_regime_checkpoints_have_a_working_anchor(name):
+    from sdmad_lite import metrics as M
+    from sdmad_lite.io import sha256_file
+    from sdmad_lite.models import backbone as bb
+    from sdmad_lite.models.checkpoints import SHIPPED
+    from sdmad_lite.reports import REPORT_SEED_BASE, report_phantoms
+    from sdmad_lite.signs.bank import SignBank
+
+    pt, card_file = SHIPPED[name]
+    card = json.loads(card_file.read_text())
+    assert sha256_file(pt) == card["sha256"] and not card["recipe"]["negated_captions"]
+    assert card["command"].startswith("sdmad pretrain-phantomclip ") and card["wall_time_s"] > 0
+    model = bb.load("phantomclip-tiny", name)
+    for modality in ("chest", "oct", "brain"):
+        images, y, _ = report_phantoms(modality, 60, REPORT_SEED_BASE["development"] + 99)
+        a = SignBank.load(f"phantom_{modality}").anchor_prompts()
+        v = model.encode_images(images)
+        score = (v @ model.mean_text(a["abnormal"]) - v @ model.mean_text(a["normal"])).numpy()
+        auc = M.binary_auroc((y.sum(1) > 0).astype(int), score)
+        assert auc > 0.5, f"{name}: the anchor is inverted on {modality} phantoms (AUROC {auc:.2f})"
+
+
+def test_stop_after_equals_the_snapshot_of_the_long_run(tmp_path):
+    """``stop_after`` N trains the first N steps of the schedule: the weights a ``snapshots`` run writes after step N."""
+    import torch
+
+    from sdmad_lite.models.pretrain import pretrain, render_pool
+
+    kw = dict(steps=4, batch_size=4, pool_per_modality=2, render_size=64, workers=1, warmup=1, sign_caption_share=0.5)
+    pool = render_pool(PretrainConfig(**kw), 128)
+    pretrain(PretrainConfig(**kw), tmp_path / "long", log=lambda *a: None, pool=pool, snapshots=(2,))
+    pretrain(PretrainConfig(**kw, stop_after=2), tmp_path / "short", log=lambda *a: None, pool=pool)
+    a = torch.load(tmp_path / "long" / "phantomclip-tiny-step2.pt", weights_only=True)
+    b = torch.load(tmp_path / "short" / "phantomclip-tiny.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    card = json.loads((tmp_path / "short" / "phantomclip-tiny.card.json").read_text())
+    assert "--stop-after 2" in card["command"] and card["recipe"]["stop_after"] == 2
+    with pytest.raises(ValueError):
+        PretrainConfig(steps=4, stop_after=5)
