@@ -89,7 +89,7 @@ def zero_shot(checkpoint: str, seeds: int, n: int, modalities) -> list[dict]:
 def k4(checkpoint: str, modality: str, seeds, methods, log) -> dict:
     from sdmad_lite import methods as M
     from sdmad_lite.config import default_config
-    from sdmad_lite.run import run_many
+    from sdmad_lite.executor import run_many
 
     base = default_config("offline")
     base.data.dataset = f"phantom-{modality}"
@@ -177,8 +177,8 @@ def table(df: pd.DataFrame) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoints", default="shipped,shipped-oracle,shipped-partial",
-                    help="comma-separated: shipped names (shipped, shipped-oracle, shipped-partial, shipped-noaux) or files")
+    ap.add_argument("--checkpoints", default="shipped,shipped-oracle",
+                    help="comma-separated: shipped names (shipped = shipped-partial, shipped-oracle) or files")
     ap.add_argument("--modalities", default="chest,oct,brain")
     ap.add_argument("--zs-seeds", type=int, default=3, help="held-out zero-shot sets per modality")
     ap.add_argument("--n", type=int, default=300, help="phantoms per zero-shot set")
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
 
 
 def _write_meta(out: Path, argv, df, args, t0: float, extra: dict) -> None:
-    from sdmad_lite.run import code_fingerprint
+    from sdmad_lite.cache import code_fingerprint
 
     cards = {}
     for ck in {str(c) for c in df["checkpoint"]}:

@@ -50,12 +50,13 @@ def _code(p: Path) -> bytes:
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """sha256 over the library's code, sign files, registry and shipped checkpoints — every file that
-    could alter a run's result (the key of the result cache). ``CONSUMERS`` and the example configs are
+    could alter a run's result (the key of the result cache). ``CONSUMERS``, the example configs and the shipped results are
     left out, and so are docstrings and comments (``_code``). Once per process."""
     h = hashlib.sha256()
     for p in sorted(PACKAGE_DIR.rglob("*")):
         rel = p.relative_to(PACKAGE_DIR)
-        if rel.parts[0] in CONSUMERS or (rel.parts[0] == "configs" and p.name != "methods.yaml"):
+        if rel.parts[0] in CONSUMERS or (rel.parts[0] == "configs" and p.name != "methods.yaml") \
+                or rel.parts[:2] == ("resources", "results"):  # the shipped results: what runs wrote, not code
             continue
         if p.suffix in (".py", ".yaml", ".json", ".pt") and "__pycache__" not in p.parts:
             h.update(str(rel).encode())

@@ -41,6 +41,7 @@ ABLATIONS = ("sdmad-no-ss", "sdmad-no-disc")
 SELECTION_VARIANTS = ("sdmad", "sdmad-no-ss", "sdmad-ss-before", "sdmad-ss-per-image")
 #: chapter 8 — shots per category
 SHOTS = (1, 2, 4, 8)
+FEW_SHOT_SEEDS = EVALUATION_SEEDS[:5]  # 4 values of k × 2 methods
 #: chapter 11 — the target-domain shift (data/phantoms/scanner.py), its strengths, methods and seeds
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("zeroshot-names", "zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
@@ -51,13 +52,14 @@ OPEN_SET_SEEDS = EVALUATION_SEEDS[:5]  # × 8 held-out categories
 #: chapter 13 — the comparison of chapter 9 (reference rows, SD-MAD, the linear probe) on the other two
 #: phantom modalities; the chest rows are chapter 9's
 MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
+MODALITY_SEEDS = EVALUATION_SEEDS[:5]
 #: chapter 14 — noisy sign pools (signs/noise.py), the fractions of each category's expert signs replaced,
 #: crossed with the kind of replacement, the selection variant and the conspicuity of the signs
-NOISE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+NOISE_FRACTIONS = (0.0, 0.5, 1.0)
 NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
-NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad", "sdmad-ss-before", "sdmad-ss-per-image")
-NOISE_CONSPICUITY = (1.0, 0.5)
-NOISE_SEEDS = EVALUATION_SEEDS[:5]  # a shipped CSV: 5 seeds × 60 cells
+NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad")
+NOISE_CONSPICUITY = (1.0,)
+NOISE_SEEDS = EVALUATION_SEEDS[:5]  # 7 pools × 3 methods
 #: chapter 14 — shared signs under control, the pair worlds (data/phantoms/catalogue.py) whose two
 #: categories share 0 … 3 of their 3 signs, with and without the discrepancy loss
 SHARED = (0, 1, 2, 3)
@@ -65,6 +67,9 @@ SHARED_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "sdmad-no-disc", "lin
 SHARED_SEEDS = EVALUATION_SEEDS[:5]
 #: too slow to run at ten seeds while the book builds on a CPU — a `sdmad sweep` writes their CSV
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip", "sdmad-residual")
+EXPENSIVE_SEEDS = EVALUATION_SEEDS[:5]
+#: the oracle regime's headline rows (the glance page's contrast)
+ORACLE_SEEDS = EVALUATION_SEEDS[:5]
 
 
 #: the two regimes of the book: which PhantomCLIP checkpoint the backbone loads (``model.pretrained``).
@@ -107,8 +112,9 @@ def comparison(regime: str = "partial") -> list[ExperimentConfig]:
 
 def headline(regime: str) -> list[ExperimentConfig]:
     """The glance page's headline rows in ``regime``: the reference rows, SD-MAD and the linear probe at
-    k = 4 and 8 (the rows of :func:`comparison` in the partial regime, so they come from its runs)."""
-    return configs(REFERENCE + COMPARED, [4, 8], regime=regime)
+    k = 4 and 8 (the rows of :func:`comparison` in the partial regime, so they come from its runs; the
+    oracle regime over ``ORACLE_SEEDS``)."""
+    return configs(REFERENCE + COMPARED, [4, 8], SEEDS if regime == "partial" else ORACLE_SEEDS, regime=regime)
 
 
 def selection_variants() -> list[ExperimentConfig]:
@@ -117,8 +123,8 @@ def selection_variants() -> list[ExperimentConfig]:
 
 
 def few_shot_sensitivity() -> list[ExperimentConfig]:
-    """Chapter 8: SD-MAD and the linear probe at k = 1, 2, 4, 8 over ten seeds."""
-    return configs(("sdmad", "linear-probe"), SHOTS)
+    """Chapter 8: SD-MAD and the linear probe at k = 1, 2, 4, 8 over ``FEW_SHOT_SEEDS``."""
+    return configs(("sdmad", "linear-probe"), SHOTS, FEW_SHOT_SEEDS)
 
 
 def shots_vs_training_seed(draws: int = 4, train_seeds: int = 4) -> list[ExperimentConfig]:
@@ -157,7 +163,7 @@ def open_set_per_category(seeds: Iterable[int] = OPEN_SET_SEEDS, k: int = 4,
     return out
 
 
-def three_modalities(datasets: Iterable[str] = MODALITY_DATASETS, seeds: Iterable[int] = SEEDS,
+def three_modalities(datasets: Iterable[str] = MODALITY_DATASETS, seeds: Iterable[int] = MODALITY_SEEDS,
                      shots: Iterable[int] = (4, 8)) -> list[ExperimentConfig]:
     """Chapter 13: the reference rows, SD-MAD and the linear probe at k = 4 and 8 on each phantom
     modality (the chest configs are those of :func:`comparison`, so they come from its runs)."""
@@ -199,8 +205,8 @@ def shared_signs(shared: Iterable[int] = SHARED, seeds: Iterable[int] = SHARED_S
 
 
 def expensive() -> list[ExperimentConfig]:
-    """The rows of ``EXPENSIVE`` at k = 4 over ten seeds (the sweep of ``sdmad sweep``)."""
-    return configs(EXPENSIVE, [4])
+    """The rows of ``EXPENSIVE`` at k = 4 over ``EXPENSIVE_SEEDS``."""
+    return configs(EXPENSIVE, [4], EXPENSIVE_SEEDS)
 
 
 def selection_pool_variants() -> list[ExperimentConfig]:
@@ -226,9 +232,10 @@ def label(cfg: ExperimentConfig) -> str:
 
 #: the studies by name (``sdmad study NAME`` writes one's rows to a CSV)
 STUDIES = {"comparison": comparison, "selection-variants": selection_variants, "few-shot": few_shot_sensitivity,
-           "selection-pool": selection_pool_variants, "domain-shift": domain_shift, "open-set": open_set_per_category,
-           "three-modalities": three_modalities, "sign-noise": sign_noise, "shared-signs": shared_signs,
-           "expensive": expensive}
+           "shots-vs-training-seed": shots_vs_training_seed, "selection-pool": selection_pool_variants,
+           "domain-shift": domain_shift, "open-set": open_set_per_category, "three-modalities": three_modalities,
+           "sign-noise": sign_noise, "shared-signs": shared_signs, "expensive": expensive,
+           "headline-oracle": lambda: headline("oracle")}
 
 
 # ----------------------------------------------------------------------------- shipped results tables
@@ -266,9 +273,10 @@ def shipped(name: str, cfgs: list[ExperimentConfig], sample: int = 2, seed: int 
     writes it."""
     if settings.recompute_shipped():
         return Shipped(pd.DataFrame(run_many(cfgs)), {}, {}, True)
-    path = RESULTS / f"{name}.csv"
+    path = RESULTS / f"{name.replace('-', '_')}.csv"  # the study sign-noise ships as sign_noise.csv
     if not path.is_file():
-        raise ResultsFileError(f"{path} is not there: write it with `sdmad study {name} --workers 2 --out {path}`, "
+        raise ResultsFileError(f"{path} is not there: write it with `sdmad study {name.replace('_', '-')} --workers 2 "
+                               f"--out {path.relative_to(RESULTS.parents[2])}`, "
                                f"or execute the chapter with {settings.RECOMPUTE}=1")
     df, meta = read_results(path)
     return Shipped(df, meta, check_current(df, cfgs, run_many, n=sample, seed=seed), False)

@@ -23,7 +23,7 @@ from .io import stable_hash
 from .models.backbone import Backbone, default_taps, weights_cached
 from .models.backbone import load as load_backbone
 from .data.phantoms.catalogue import MODALITIES
-from .models.captions import UNCAPTIONED
+from .models.checkpoints import uncaptioned_signs
 from .models.sdmad import TextBank
 from .signs.bank import SignBank
 from .signs.noise import is_drawn, noisy_selection, renderer_sign
@@ -101,6 +101,7 @@ def build_text_bank(bank: SignBank, backbone: Backbone, categories: list[str],
     ``known`` (drawn *and* described in PhantomCLIP's captions).
     """
     sign_ids, vecs, expert, drawn, known = [], [], [], [], []
+    uncaptioned = uncaptioned_signs(backbone.name, backbone.pretrained)  # the checkpoint card's
     for c in categories:
         pool = bank.selected(c) if pools is None else pools[c]
         cands = bank.candidates(c)
@@ -112,7 +113,7 @@ def build_text_bank(bank: SignBank, backbone: Backbone, categories: list[str],
         expert.append([s.id in sel for s in cands])
         d = [bank.is_phantom and is_drawn(bank, c, s.id) for s in cands]
         drawn.append(d)
-        known.append([di and renderer_sign(bank, s.id) not in UNCAPTIONED for di, s in zip(d, cands)])
+        known.append([di and renderer_sign(bank, s.id) not in uncaptioned for di, s in zip(d, cands)])
     k = max(len(v) for v in vecs)
     dim = vecs[0].shape[1]
     signs = torch.zeros(len(categories), k, dim)

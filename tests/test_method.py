@@ -286,3 +286,16 @@ def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monk
     monkeypatch.setenv("SDMAD_WORKERS", "two")
     with pytest.raises(ValueError, match="SDMAD_WORKERS"):
         R.default_workers()
+
+
+def test_discrepancy_margins_refuse_a_stack_of_heads():
+    """A tuned run's fold models are a stack; the margin function measures one head and says so (it used to
+    read the stack's first model silently)."""
+    from sdmad_lite.methods.heads import discrepancy_margins
+    from sdmad_lite.models.backbone import load
+    from sdmad_lite.models.sdmad import SDMADHead
+
+    bb = load("phantomclip-tiny")
+    stack = SDMADHead(3, [2, 4], bb.width, hidden=8, n_models=2)
+    with pytest.raises(ValueError, match="one head"):
+        discrepancy_margins(stack, None, None, np.zeros((1, 3)))

@@ -59,14 +59,18 @@ def test_shipped_checkpoint_loads_offline_and_matches_its_card():
     assert torch.isfinite(e).all() and not torch.allclose(e[0], e[1])
 
 
-def test_the_checkpoint_without_the_caption_tag_loss_ships_and_loads():
+def test_the_partial_default_and_the_oracle_contrast_ship_with_their_recipes():
+    """The default checkpoint is the partial regime (short, no caption-tag loss); the oracle is the full recipe."""
     import json
 
     from sdmad_lite.io import sha256_file
     from sdmad_lite.models import backbone as bb
 
-    card = json.loads(bb.PHANTOMCLIP_NOAUX_CARD.read_text())
-    assert card["recipe"]["aux_weight"] == 0.0 and "--aux-weight 0.0" in card["command"]
-    assert sha256_file(bb.PHANTOMCLIP_NOAUX) == card["sha256"] and bb.PHANTOMCLIP_NOAUX.stat().st_size < 20e6
-    a, b = bb.load("phantomclip-tiny", "shipped-noaux"), bb.load("phantomclip-tiny", "default")
+    partial = json.loads(bb.PHANTOMCLIP_CARD.read_text())
+    oracle = json.loads(bb.PHANTOMCLIP_ORACLE_CARD.read_text())
+    assert partial["recipe"]["aux_weight"] == 0.0 and "--aux-weight 0.0" in partial["command"]
+    assert oracle["recipe"]["aux_weight"] > 0 and oracle["recipe"]["steps"] > partial["recipe"]["steps"]
+    assert sha256_file(bb.PHANTOMCLIP_ORACLE) == oracle["sha256"] and bb.PHANTOMCLIP_ORACLE.stat().st_size < 20e6
+    a, b = bb.load("phantomclip-tiny", "shipped-oracle"), bb.load("phantomclip-tiny", "default")
     assert a.key != b.key and not torch.equal(a.model.visual.proj, b.model.visual.proj)
+    assert bb.load("phantomclip-tiny", "shipped-partial").key == b.key

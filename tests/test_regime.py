@@ -160,11 +160,11 @@ def test_shipped_regime_checkpoints_have_a_working_anchor(name):
     from sdmad_lite import metrics as M
     from sdmad_lite.io import sha256_file
     from sdmad_lite.models import backbone as bb
-    from sdmad_lite.models.checkpoints import SHIPPED
+    from sdmad_lite.models.checkpoints import SHIPPED, SHIPPED_ALIASES
     from sdmad_lite.reports import REPORT_SEED_BASE, report_phantoms
     from sdmad_lite.signs.bank import SignBank
 
-    pt, card_file = SHIPPED[name]
+    pt, card_file = SHIPPED[SHIPPED_ALIASES.get(name, name)]
     card = json.loads(card_file.read_text())
     assert sha256_file(pt) == card["sha256"] and not card["recipe"]["negated_captions"]
     assert card["command"].startswith("sdmad pretrain-phantomclip ") and card["wall_time_s"] > 0

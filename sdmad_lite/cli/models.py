@@ -9,6 +9,8 @@ from ..config import default_config
 from ..executor import default_workers
 from ..io import write_json
 from ..models.backbone import load
+from ..models.captions import SIGN_PHRASES
+from ..models.checkpoints import uncaptioned_signs  # noqa: F401 (API: benchmarks and notebooks read it here too)
 from ..models.pretrain import PretrainConfig, pretrain
 from ..reports import summarize_report, zero_shot_report
 from ..task import get_backbone
@@ -40,31 +42,11 @@ def _step_list(text: str) -> list[int]:
 
 def _sign_list(text: str) -> list[str]:
     """An argparse type: comma-separated renderer sign ids, or 'none'."""
-    from ..models.captions import SIGN_PHRASES
-
     items = [t.strip() for t in text.split(",") if t.strip() and t.strip().lower() != "none"]
     unknown = [t for t in items if t not in SIGN_PHRASES]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown sign ids {unknown}; see sdmad_lite/data/phantoms/catalogue.py")
     return items
-
-
-def uncaptioned_signs(backbone: str, pretrained: str) -> frozenset:
-    """The signs a PhantomCLIP checkpoint's captions never described: its model card's list, else the default."""
-    import json
-    from pathlib import Path
-
-    from ..models.captions import UNCAPTIONED
-    from ..models.checkpoints import PHANTOMCLIP, SHIPPED, SHIPPED_ALIASES
-
-    if backbone != PHANTOMCLIP:
-        return UNCAPTIONED
-    name = SHIPPED_ALIASES.get(pretrained, pretrained)
-    card = SHIPPED[name][1] if name in SHIPPED else Path(pretrained).with_name(Path(pretrained).stem + ".card.json")
-    try:
-        return frozenset(json.loads(card.read_text())["uncaptioned_signs"])
-    except (OSError, ValueError, KeyError):
-        return UNCAPTIONED
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -129,7 +111,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--backbone", default=None,
                    help="a backbone name (default: the backbone and weights of $SDMAD_PROFILE, else phantomclip-tiny)")
     p.add_argument("--pretrained", default="default",
-                   help="weights: default (the shipped checkpoint), shipped-oracle, shipped-partial, shipped-noaux, or a file")
+                   help="weights: default (the shipped checkpoint), shipped-oracle, shipped-partial (= default), or a file")
     p.add_argument("--world", choices=("evaluation", "development"), default="evaluation",
                    help="held-out phantoms: evaluation (chapter 4's table) or development (calibration phantoms no table uses)")
     p.add_argument("--seeds", type=checks.positive_int, default=5, help="number of seeds (held-out sets)")

@@ -280,7 +280,11 @@ def head_scores(head: SDMADHead, task: Task, feats: Features, text: TextBank, mo
 def discrepancy_margins(head: SDMADHead, task: Task, feats: Features, y: np.ndarray, mode: str = "side") -> np.ndarray:
     """The inter-anomaly discrepancy the loss pushes for, measured: for every (image, category) pair with
     the category present (``y`` (N, C)), cos(ū_c, own sign mean) minus the largest cos(ū_c, another
-    category's sign mean) — positive where the category's feature is closer to its own signs."""
+    category's sign mean) — positive where the category's feature is closer to its own signs. One head:
+    a stack of heads (``n_models`` > 1, a tuned run's fold models) is refused, not read as its first model."""
+    if head.n_models != 1:
+        raise ValueError(f"discrepancy_margins measures one head, got a stack of {head.n_models}: pass one head "
+                         "(heads.train_head), or measure each fold model of a tuned run apart")
     u = F.normalize(branch_features(head, task, feats, mode)[:, : head.n_categories].mean(2), dim=-1)
     means = task.text.category_means() if head.shift_text is None else head.text_vectors(task.text).means
     s = torch.einsum("bcd,kd->bck", u, means)

@@ -17,8 +17,6 @@ purpose (shape tests, timing benchmarks).
 from __future__ import annotations
 
 import functools
-import json
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,18 +26,18 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from ..io import sha256_file
+from ..io import sha256_file  # noqa: F401 (API)
 from .text import TextTower
 from .checkpoints import (MODELS_DIR, PHANTOMCLIP, PHANTOMCLIP_CARD, PHANTOMCLIP_CHECKPOINT,  # noqa: F401 (API)
-                          PHANTOMCLIP_CONFIG_FILE, PHANTOMCLIP_NOAUX, PHANTOMCLIP_NOAUX_CARD, PHANTOMCLIP_ORACLE,
-                          PHANTOMCLIP_ORACLE_CARD, PHANTOMCLIP_PARTIAL, PHANTOMCLIP_PARTIAL_CARD, SHIPPED, BackboneError,
+                          PHANTOMCLIP_CONFIG_FILE, PHANTOMCLIP_ORACLE, PHANTOMCLIP_ORACLE_CARD, SHIPPED, BackboneError,
                           load_state, quiet_random_init, shipped_checkpoint)
+from .weights import (WEIGHT_FILES, _card_of, _local_weights, _weights_key, create,  # noqa: F401 (API)
+                      missing_weights_message, recipe, weights_cached)
 
 CONTEXT_LENGTH = 77
 #: the backbones of the profiles (any other open_clip model name, ``local-dir:`` or ``hf-hub:`` name also loads)
 KNOWN = (PHANTOMCLIP, "ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-L-14-336")
 #: weight files open_clip writes in a model folder (``local-dir:`` or a folder given as ``pretrained``)
-WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 
@@ -189,45 +187,6 @@ class Backbone(TextTower):
         return torch.cat(outs) if outs else torch.empty(0, self.embed_dim)
 
 
-def _weights_key(name: str, pretrained: str | None) -> str:
-    """What identifies these weights in the caches: the checkpoint's sha256 for a file, the
-    name for hub weights; random weights get a key of their own that is never reused."""
-    if pretrained is None:
-        return f"{name}|random-{uuid.uuid4().hex}"
-    p = Path(str(pretrained))
-    if p.is_dir():
-        p = _local_weights(str(p)) or p
-    if p.is_file():
-        card = _card_of(p)
-        if card is not None and card.is_file():
-            return f"{name}|sha256:{json.loads(card.read_text())['sha256']}"
-        return f"{name}|sha256:{sha256_file(p)}"
-    return f"{name}|{pretrained}"
-
-
-def weights_cached(name: str, pretrained: str | None) -> bool:
-    """True when the hub weights ``pretrained`` of ``name`` are in the local Hugging Face cache."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # the colab extra is not installed: nothing can be cached
-        return False
-    try:
-        pc = open_clip.pretrained.get_pretrained_cfg(name, pretrained or "")
-    except Exception:  # noqa: BLE001 — an unknown tag has no cached copy
-        return False
-    hub = pc.get("hf_hub", "")
-    if not hub:
-        return False
-    repo = "/".join(hub.strip("/").split("/")[:2])  # "timm/vit_base_patch16_clip_224.openai/" -> repo id
-    return any(isinstance(try_to_load_from_cache(repo, f), str)
-               for f in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"))
-
-
-def _card_of(path: Path) -> Path | None:
-    """The model card a checkpoint must match: the shipped one's, else none."""
-    return {pt: card for pt, card in SHIPPED.values()}.get(path)
-
-
 def default_taps(n_blocks: int) -> list[int]:
     """MVFA's adapted blocks 6/12/18/24 of a 24-block ViT-L, scaled to ``n_blocks``."""
     return sorted({max(1, int(b * n_blocks / 24 + 0.5)) for b in (6, 12, 18, 24)})
@@ -248,57 +207,13 @@ def vision_geometry(name: str) -> dict:
             "image_size": v["image_size"], "taps": default_taps(v["layers"])}
 
 
-def recipe(name: str, tag: str | None) -> dict:
-    """What weights published under open_clip tag ``tag`` need from the model: QuickGELU or not, and the
-    preprocessing constants. OpenAI's weights were trained with QuickGELU; building their architecture
-    with plain GELU silently degrades every score, so a model built for an ``openai`` tag always gets it."""
-    pc = open_clip.get_pretrained_cfg(name, tag) if tag else {}
-    return {"quick_gelu": bool(pc.get("quick_gelu", tag == "openai")) or name.endswith("-quickgelu"),
-            "mean": tuple(pc.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-            "std": tuple(pc.get("std", open_clip.OPENAI_DATASET_STD))}
-
-
-def create(name: str, tag: str | None, device: str = "cpu", weights: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """Build ``name`` as the weights of ``tag`` need (:func:`recipe`); ``weights``: the open_clip
-    ``pretrained`` argument (a tag, a file, or None for random weights — the code path tests use)."""
-    r = recipe(name, tag)
-    model = open_clip.create_model(name, pretrained=weights, device=device, force_quick_gelu=r["quick_gelu"])
-    return model, r
-
-
-def _local_weights(pretrained: str) -> Path | None:
-    """The weight file a local ``pretrained`` names: a file, or a model folder holding one."""
-    p = Path(pretrained).expanduser()
-    if p.is_file():
-        return p
-    if p.is_dir():
-        for f in WEIGHT_FILES:
-            if (p / f).is_file():
-                return p / f
-        raise BackboneError(f"{p} holds no open_clip weights ({' or '.join(WEIGHT_FILES)}); give the file itself, "
-                            "or the folder `huggingface-cli download` wrote")
-    return None
-
-
-def missing_weights_message(name: str, tag: str | None, detail: str) -> str:
-    """Where to put weights that are not here, and the one command that fetches them on a networked machine."""
-    hub = (open_clip.get_pretrained_cfg(name, tag or "").get("hf_hub") or "").strip("/")
-    fetch = (f"`huggingface-cli download {hub} --local-dir WEIGHTS_DIR` on a machine with a network, copy "
-             "WEIGHTS_DIR here and set model.pretrained: WEIGHTS_DIR (keep model.weights_tag: "
-             f"{tag})" if hub else "download the checkpoint file on a machine with a network and set "
-             "model.pretrained to its path")
-    return (f"the {tag or 'hub'} weights of {name} are not here ({detail}). They download on first use where there "
-            f"is a network (HF_HUB_OFFLINE unset); without one: {fetch}. Or use the offline profile "
-            f"(backbone {PHANTOMCLIP!r}).")
-
-
 def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: str = "cpu",
          weights_tag: str | None = None) -> Backbone:
     """Build backbone ``name`` with ``pretrained`` weights.
 
     ``pretrained="default"``: the shipped checkpoint for ``phantomclip-tiny``, ``openai`` for the
     OpenAI architectures, the hub weights for ``hf-hub:`` names. For ``phantomclip-tiny`` the other shipped
-    checkpoints are ``shipped-noaux``, ``shipped-oracle`` and ``shipped-partial`` (``checkpoints.SHIPPED``). ``None``: random weights, on
+    checkpoint is ``shipped-oracle`` (``checkpoints.SHIPPED``; ``shipped-partial`` names the default). ``None``: random weights, on
     purpose. A file, or a model folder: open_clip weights already on this machine, published under
     ``weights_tag`` (default ``openai`` for OpenAI architectures), whose activation and preprocessing
     they get. Unavailable weights raise :class:`~sdmad_lite.models.checkpoints.BackboneError` saying where to put them.
@@ -309,7 +224,7 @@ def load(name: str = PHANTOMCLIP, pretrained: str | None = "default", device: st
                             "name, or an 'hf-hub:' / 'local-dir:' name")
     _register_custom_configs()
     if name == PHANTOMCLIP:
-        shipped = shipped_checkpoint(pretrained)  # shipped, shipped-noaux, shipped-oracle, shipped-partial
+        shipped = shipped_checkpoint(pretrained)  # shipped (= partial), shipped-oracle
         if shipped is not None:
             pretrained = str(shipped)
         if pretrained is not None and not Path(str(pretrained)).is_file():

@@ -9,32 +9,28 @@ from pathlib import Path
 import torch
 
 from ..io import sha256_file
+from .captions import UNCAPTIONED
 from ..errors import SdmadError
 
 PHANTOMCLIP = "phantomclip-tiny"
 MODELS_DIR = Path(__file__).resolve().parent
 PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
+#: the default checkpoint, the *partial* regime (DESIGN.md, "The regime the sandbox must be in"): a short
+#: pretraining (250 steps, no caption-tag loss) that knows the medical signs only partly, calibrated to the
+#: published zero-shot figures (``benchmarks/calibrate_regime.py``, ``resources/results/calibration.csv``)
 PHANTOMCLIP_CHECKPOINT = MODELS_DIR / f"{PHANTOMCLIP}.pt"
 PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
-#: the same recipe without the caption-tag loss (``model.pretrained: shipped-noaux``)
-PHANTOMCLIP_NOAUX = MODELS_DIR / f"{PHANTOMCLIP}-noaux.pt"
-PHANTOMCLIP_NOAUX_CARD = MODELS_DIR / f"{PHANTOMCLIP}-noaux.card.json"
-#: the regime checkpoints (DESIGN.md, "The regime the sandbox must be in"): ``shipped-oracle`` knows every
-#: captioned sign in the sign bank's words (the first recipe, anchor fixed); ``shipped-partial`` is the
-#: recipe calibrated to the published figures (benchmarks/calibrate_regime.py)
+#: the contrast, the *oracle* regime: every captioned sign in the sign bank's words, the full recipe
+#: (400 steps, caption-tag loss); a backbone that already knows the answer
 PHANTOMCLIP_ORACLE = MODELS_DIR / f"{PHANTOMCLIP}-oracle.pt"
 PHANTOMCLIP_ORACLE_CARD = MODELS_DIR / f"{PHANTOMCLIP}-oracle.card.json"
-PHANTOMCLIP_PARTIAL = MODELS_DIR / f"{PHANTOMCLIP}-partial.pt"
-PHANTOMCLIP_PARTIAL_CARD = MODELS_DIR / f"{PHANTOMCLIP}-partial.card.json"
 #: ``model.pretrained`` names of the shipped PhantomCLIP-tiny checkpoints -> (file, model card)
 SHIPPED: dict[str, tuple[Path, Path]] = {
     "shipped": (PHANTOMCLIP_CHECKPOINT, PHANTOMCLIP_CARD),
-    "shipped-noaux": (PHANTOMCLIP_NOAUX, PHANTOMCLIP_NOAUX_CARD),
     "shipped-oracle": (PHANTOMCLIP_ORACLE, PHANTOMCLIP_ORACLE_CARD),
-    "shipped-partial": (PHANTOMCLIP_PARTIAL, PHANTOMCLIP_PARTIAL_CARD),
 }
 #: other spellings accepted for them
-SHIPPED_ALIASES = {"default": "shipped", "noaux": "shipped-noaux", "oracle": "shipped-oracle", "partial": "shipped-partial"}
+SHIPPED_ALIASES = {"default": "shipped", "partial": "shipped", "shipped-partial": "shipped", "oracle": "shipped-oracle"}
 
 
 def shipped_checkpoint(pretrained: str | None) -> Path | None:
@@ -119,3 +115,17 @@ class quiet_random_init:
 
     def __exit__(self, *exc) -> None:
         logging.getLogger().removeFilter(self)
+
+
+def uncaptioned_signs(backbone: str, pretrained: str | None) -> frozenset:
+    """The signs a PhantomCLIP checkpoint's captions never described: its model card's list, else the
+    default (:data:`~sdmad_lite.models.captions.UNCAPTIONED`; other backbones: the same default)."""
+    if backbone != PHANTOMCLIP or pretrained is None:
+        return UNCAPTIONED
+    name = SHIPPED_ALIASES.get(str(pretrained), str(pretrained))
+    p = Path(str(pretrained))
+    card = SHIPPED[name][1] if name in SHIPPED else p.with_name(p.stem + ".card.json")
+    try:
+        return frozenset(json.loads(card.read_text())["uncaptioned_signs"])
+    except (OSError, ValueError, KeyError):
+        return UNCAPTIONED
