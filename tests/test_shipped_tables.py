@@ -1,0 +1,32 @@
+"""Every study of the book ships its results table, and the table holds exactly the study's runs.
+
+A chapter reads ``resources/results/NAME.csv`` through ``studies.shipped`` and recomputes a sample of its
+rows; this test catches, without any compute, a study whose definition changed (seeds, grid, methods) while
+its table was not rewritten, and a table written by another command."""
+from __future__ import annotations
+
+import pytest
+
+from sdmad_lite import studies
+from sdmad_lite.cache import config_hash
+from sdmad_lite.results import read_results
+
+
+@pytest.mark.parametrize("name", sorted(studies.STUDIES))
+def test_the_shipped_table_holds_exactly_the_runs_of_its_study(name):
+    path = studies.RESULTS / f"{name.replace('-', '_')}.csv"
+    assert path.is_file(), f"{path.name} missing: sdmad study {name} --workers 2 --out {path}"
+    df, meta = read_results(path)
+    assert meta["command"].startswith(f"sdmad study {name} "), meta["command"]
+    want = {config_hash(c) for c in studies.STUDIES[name]()}
+    have = set(df["config_hash"])
+    assert len(df) == len(want), f"{name}: {len(df)} rows for {len(want)} runs"
+    assert have == want, f"{name}: {len(want - have)} runs of the study missing, {len(have - want)} rows of no run"
+
+
+def test_a_missing_table_names_the_command_that_writes_it(monkeypatch, tmp_path):
+    from sdmad_lite.results import ResultsFileError
+
+    monkeypatch.setattr(studies, "RESULTS", tmp_path / "sdmad_lite" / "resources" / "results")
+    with pytest.raises(ResultsFileError, match="sdmad study sign-noise --workers 2 --out sdmad_lite/resources/results/sign_noise.csv"):
+        studies.shipped("sign_noise", studies.sign_noise(seeds=(0,)))
