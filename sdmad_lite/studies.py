@@ -7,6 +7,8 @@ and per-anomaly protocols, and takes its methods from the registry (``configs/me
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -269,7 +271,16 @@ class Shipped:
                 f"{c['max_diff']:.2f} points): {verdict}")
 
 
-def shipped(name: str, cfgs: list[ExperimentConfig], sample: int = 2, seed: int = 0) -> Shipped:
+#: how many rows of a shipped table a chapter recomputes to check it
+SHIPPED_SAMPLE = 2
+
+
+def shipped_path(name: str) -> Path:
+    """The file of study ``name``'s shipped table (``sign-noise`` -> ``resources/results/sign_noise.csv``)."""
+    return RESULTS / f"{name.replace('-', '_')}.csv"
+
+
+def shipped(name: str, cfgs: list[ExperimentConfig], sample: int = SHIPPED_SAMPLE, seed: int = 0) -> Shipped:
     """The shipped results table ``NAME.csv`` of the runs ``cfgs``: read, and ``sample`` of its rows (drawn
     with ``seed``) recomputed to check that this library still computes them (the check of
     :func:`~sdmad_lite.results.check_current`, by behaviour rather than by code fingerprint). With
@@ -277,7 +288,7 @@ def shipped(name: str, cfgs: list[ExperimentConfig], sample: int = 2, seed: int 
     writes it."""
     if settings.recompute_shipped():
         return Shipped(pd.DataFrame(run_many(cfgs)), {}, {}, True)
-    path = RESULTS / f"{name.replace('-', '_')}.csv"  # the study sign-noise ships as sign_noise.csv
+    path = shipped_path(name)
     if not path.is_file():
         raise ResultsFileError(f"{path} is not there: write it with `sdmad study {name.replace('_', '-')} --workers 2 "
                                f"--out {path.relative_to(RESULTS.parents[2])}`, "
