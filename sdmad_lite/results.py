@@ -113,7 +113,8 @@ def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
 
 
 #: the metrics a recomputed row is compared on, and the precision they are printed with (points)
-CHECKED = ("integrated.macro_auroc", "per-anomaly.mean_auroc", "integrated.subset_accuracy", "integrated.hamming_score")
+CHECKED = ("integrated.macro_auroc", "integrated.anomaly_macro_auroc", "integrated.binary_auroc", "per-anomaly.mean_auroc",
+           "integrated.subset_accuracy", "integrated.hamming_score")
 
 
 def check_current(df: pd.DataFrame, configs: Sequence[ExperimentConfig], recompute: Callable[[list], list[dict]],
