@@ -405,7 +405,7 @@ def test_5_sdmad_workers_is_the_default_of_every_workers_option(tmp_path, monkey
     monkeypatch.setattr(CE, "run_many", lambda cfgs, workers=None: seen.setdefault("study", workers) and [])
     monkeypatch.setattr(CE.studies, "STUDIES", {"comparison": lambda: []})
     cli(["study", "comparison", "--out", tmp_path / "c.csv"], capsys)
-    monkeypatch.setattr(CM, "pretrain", lambda cfg, out: seen.setdefault("pretrain", cfg.workers))
+    monkeypatch.setattr(CM, "pretrain", lambda cfg, out, **kw: seen.setdefault("pretrain", cfg.workers))
     cli(["pretrain-phantomclip", "--out", tmp_path / "p"], capsys)
     monkeypatch.setattr(executor.cache, "read", lambda cfg: None)
     monkeypatch.setattr(executor, "_local", lambda cfgs, todo, workers: iter(seen.setdefault("sweep", workers) and ()))
