@@ -65,7 +65,7 @@ NOISE_FRACTIONS = (0.0, 0.5, 1.0)
 NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
 NOISE_METHODS = ("zeroshot-signs", "sdmad")  # the frozen prompts and SD-MAD (CPU budget)
 NOISE_CONSPICUITY = (1.0,)
-NOISE_SEEDS = EVALUATION_SEEDS[:5]  # 7 pools × 3 methods
+NOISE_SEEDS = EVALUATION_SEEDS[:5]  # 7 pools × 2 methods
 #: chapter 14 — shared signs under control, the pair worlds (data/phantoms/catalogue.py) whose two
 #: categories share 0 … 3 of their 3 signs, with and without the discrepancy loss
 SHARED = (0, 1, 2, 3)

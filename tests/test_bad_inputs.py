@@ -373,7 +373,7 @@ def test_missing_weights_never_fall_back_to_random(tmp_path, monkeypatch):
     with pytest.raises(BB.BackboneError, match=r"checkpoint not found: .*nope\.pt\. For phantomclip-tiny, pretrained is "
                                                r"'default'"):
         BB.load("phantomclip-tiny", pretrained=str(tmp_path / "nope.pt"))
-    monkeypatch.setattr(BB, "PHANTOMCLIP_CHECKPOINT", tmp_path / "phantomclip-tiny.pt")
+    monkeypatch.setitem(BB.SHIPPED, "shipped", (tmp_path / "phantomclip-tiny.pt", BB.PHANTOMCLIP_CARD))
     with pytest.raises(BB.BackboneError, match=r"checkpoint not found: .*phantomclip-tiny\.pt\. Build it with "
                                                r"`sdmad pretrain-phantomclip`"):
         BB.load("phantomclip-tiny", pretrained="default")
@@ -387,8 +387,7 @@ def test_shipped_checkpoint_with_a_wrong_sha256(tmp_path, monkeypatch, phantomcl
 
     ckpt, card = tmp_path / "phantomclip-tiny.pt", tmp_path / "phantomclip-tiny.card.json"
     shutil.copy(phantomclip_state, ckpt)
-    monkeypatch.setattr(BB, "PHANTOMCLIP_CHECKPOINT", ckpt)
-    monkeypatch.setattr(BB, "PHANTOMCLIP_CARD", card)
+    monkeypatch.setitem(BB.SHIPPED, "shipped", (ckpt, card))  # the file and card that "default" names
     card.write_text(json.dumps({"sha256": "0" * 64}))
     with pytest.raises(BB.BackboneError, match=r"phantomclip-tiny\.pt has sha256 [0-9a-f]{12}…, the model card says "
                                                r"000000000000…: the shipped checkpoint is damaged or was replaced\. "

@@ -55,6 +55,8 @@ def test_noisy_tasks_share_the_images_and_mark_the_pool():
     from sdmad_lite.task import build_text_bank, with_sign_noise
 
     class Backbone:  # a text encoder that tells prompts apart (the task's image side is not needed)
+        name, pretrained = "stub", None  # not PhantomCLIP: the default uncaptioned signs
+
         def mean_text(self, prompts):
             g = torch.Generator().manual_seed(hash(prompts[0]) % (2**31))
             return torch.nn.functional.normalize(torch.randn(8, generator=g), dim=0)
