@@ -62,6 +62,9 @@ def stop_pool(ex: ProcessPoolExecutor) -> None:
             proc.terminate()
     for proc in procs:
         proc.join(timeout=5)
+        if proc.is_alive():  # SIGTERM not acted on within 5 s (a loaded machine): SIGKILL
+            proc.kill()
+            proc.join(timeout=5)
 
 
 @contextlib.contextmanager
