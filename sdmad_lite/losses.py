@@ -14,7 +14,7 @@ category c'.
   ``L_intra = mean_ic Var_j cos(ū_ic, t_cj)`` — the feature should agree with *all* its signs.
 - **Anchor**: ``L_anchor = mean_i BCE(σ(s_ai), 1[i is abnormal])``.
 
-Each term has a weight in :class:`~sdmad_lite.config.LossConfig`; a weight of 0 turns it off.
+Each term has a weight in :class:`~sdmad_lite.config.schema.LossConfig`; a weight of 0 turns it off.
 
 Every function also takes image weights ``w`` (B,) — 1 for the images a model trains on, 0 for
 the others — and leading dimensions before the image one: a stack of M models trained at once on

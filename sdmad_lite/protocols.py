@@ -21,7 +21,7 @@ images that are normal or carry c; positives carry c; the category's own score (
 abnormal by the anchor: anchor AUROC and recall of normal vs the images whose labels are all held
 out (the strict unseen case), vs any held-out label, and vs seen categories only (the reference).
 Which category is held out, and how many seeds per category, is the experiment's choice
-(:func:`sdmad_lite.run.open_set_heldout`).
+(:func:`sdmad_lite.evaluation.open_set_heldout`).
 """
 from __future__ import annotations
 

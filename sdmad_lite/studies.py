@@ -51,7 +51,7 @@ SHIFT_SEEDS = EVALUATION_SEEDS[:5]  # 5 strengths × 5 methods: ten seeds would 
 #: chapter 12 — the open-set protocol with each category held out in turn
 OPEN_SET_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 OPEN_SET_SEEDS = EVALUATION_SEEDS[:5]
-#: the chest categories held out in turn: the four most frequent in ChestX-ray14 (the most held-out test images;
+#: the chest categories held out in turn, the four most frequent in ChestX-ray14 (the most held-out test images;
 #: all eight did not fit the CPU budget)
 OPEN_SET_CATEGORIES = ("Atelectasis", "Effusion", "Infiltration", "Nodule")
 #: chapter 13 — the comparison of chapter 9 (reference rows, SD-MAD, the linear probe) on the other two
@@ -78,10 +78,10 @@ EXPENSIVE_SEEDS = EVALUATION_SEEDS[:5]
 ORACLE_SEEDS = EVALUATION_SEEDS[:5]
 
 
-#: the two regimes of the book: which PhantomCLIP checkpoint the backbone loads (``model.pretrained``).
+#: the two regimes of the book, as the PhantomCLIP checkpoint the backbone loads (``model.pretrained``).
 #: *partial* (the default of the offline profile) knows the signs only partly, as real CLIP knows
-#: medical images; *oracle* already knows every sign — the contrast: a conclusion that holds only there
-#: is a statement about the sandbox, not about SD-MAD
+#: medical images; *oracle* is pretrained longer and with the caption-tag loss, the contrast (chapter 5
+#: measures how much more it knows)
 REGIMES = {"partial": "shipped", "oracle": "shipped-oracle"}
 
 

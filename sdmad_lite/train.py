@@ -58,7 +58,7 @@ class Predictions:
     kept: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
     test_labels: np.ndarray | None = None  # (N, C+1) predicted labels that bypass the thresholds (reference rows)
-    #: (F, N, C) and (F, N): the test scores of each fold model of a tuned method (its labels are their vote)
+    #: the test scores of each fold model of a tuned method, shaped (F, N, C) and (F, N) (its labels are their vote)
     test_scores_per_model: np.ndarray | None = None
     test_anchor_per_model: np.ndarray | None = None
 

@@ -1,6 +1,6 @@
 """What a config's keys, types and values may be, checked when a config is built.
 
-:class:`ConfigError` is the error of every configuration problem: an unknown key, a value of the
+:class:`~sdmad_lite.errors.ConfigError` is the error of every configuration problem: an unknown key, a value of the
 wrong type, a text setting outside its choices, a number outside its range. It names the key (and
 the file), so a bad value fails before any work is done and before a run folder is made.
 """
@@ -177,8 +177,8 @@ def _get(cfg: Any, key: str) -> Any:
 
 
 def check_values(cfg: Any, where: str) -> None:
-    """Raise :class:`ConfigError` naming the key when a setting is not one of its allowed values or out of its
-    range (``cfg``: an :class:`~sdmad_lite.config.ExperimentConfig`). Method names are the registry's to
+    """Raise :class:`~sdmad_lite.errors.ConfigError` naming the key when a setting is not one of its allowed values or out of its
+    range (``cfg``: an :class:`~sdmad_lite.config.schema.ExperimentConfig`). Method names are the registry's to
     check (:func:`sdmad_lite.methods.check`)."""
     check_ranges(cfg, where)
     if cfg.profile.strip().lower() not in PROFILES:
@@ -195,7 +195,7 @@ def check_values(cfg: Any, where: str) -> None:
 
 
 def check_ranges(cfg: Any, where: str) -> None:
-    """Raise :class:`ConfigError` naming the key when a number is out of its range."""
+    """Raise :class:`~sdmad_lite.errors.ConfigError` naming the key when a number is out of its range."""
     for key, (ok, what) in RANGES.items():
         v = _get(cfg, key)
         if not ok(v):

@@ -167,7 +167,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> "ExperimentConfig":
         """Build and check a config from a mapping: unknown keys, wrong types, unknown choices and
-        out-of-range values are :class:`ConfigError` naming the key."""
+        out-of-range values are ConfigError (:class:`~sdmad_lite.errors.ConfigError`) naming the key."""
         cfg = build(cls, d, where)
         check_values(cfg, where)
         return cfg

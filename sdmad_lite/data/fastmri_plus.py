@@ -39,7 +39,7 @@ _BRAIN_COLUMNS = ["file", "slice", "study_level", "x", "y", "width", "height", "
 
 def read_fastmri_brain_csv(path: Path | str) -> pd.DataFrame:
     """Parse a fastMRI+ ``brain.csv``; ``study_level`` becomes a bool. A slice that is not a whole number
-    ≥ 0, or a label not among :data:`FASTMRI_BRAIN_LABELS`, is a :class:`TableError` naming the row."""
+    ≥ 0, or a label not among :data:`FASTMRI_BRAIN_LABELS`, is a :class:`~sdmad_lite.data.table_files.TableError` naming the row."""
     path = Path(path)
     df = read_csv(path, _BRAIN_COLUMNS)
     df = df[_BRAIN_COLUMNS].copy()

@@ -31,7 +31,7 @@ class FastMRIBrainSlices(FileDataset):
     Convention: a flat folder of ``{file}_{slice:03d}.png`` (:data:`FASTMRI_SLICE_PATTERN`),
     written **flipped up/down** relative to the fastMRI reconstruction, so that the fastMRI+
     boxes (``meta["boxes"]``, x/y/width/height in pixels) apply directly
-    (:data:`sdmad_lite.data.FLIPPED_UD`). Only volumes that fastMRI+ reviewed are used.
+    (:data:`sdmad_lite.data.fastmri_plus.FLIPPED_UD`). Only volumes that fastMRI+ reviewed are used.
     Slices without boxes are normal at slice level (all-zero labels) unless
     ``include_unboxed=False``; study-level labels are in ``meta["study_labels"]``.
     """

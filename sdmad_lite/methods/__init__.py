@@ -70,7 +70,7 @@ def config_for(name: str, base: ExperimentConfig) -> ExperimentConfig:
 
 
 def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
-    """A config file (:func:`~sdmad_lite.config.load_config`) with its method's overlay (its grid...) under
+    """A config file (``sdmad_lite.config.load_config``) with its method's overlay (its grid...) under
     the file's own settings, the method checked against the registry."""
     return R.load_experiment(REGISTRY, path)
 

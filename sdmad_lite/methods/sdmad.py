@@ -1,10 +1,10 @@
 """SD-MAD: train the branch adapters on the support set, select signs, score (chapter 6).
 
-The pieces, in the order a run calls them: :func:`make_head` (the adapters of ``models/sdmad.py``
-sized for the task), :func:`select_signs` (``selection.py`` on the support discrimination of every
-candidate sign), :func:`train_stack_of_heads` (the grid × folds of ``tuning.py``, all heads trained
-at once as one stack), :func:`train_head` (the refit on the whole support set through the one
-training loop of ``train.py``), :func:`head_scores`, and :func:`fit`, which chains them through
+The pieces, in the order a run calls them: :func:`~sdmad_lite.methods.heads.make_head` (the adapters of ``models/sdmad.py``
+sized for the task), :func:`~sdmad_lite.methods.sign_selection.select_signs` (``selection.py`` on the support discrimination of every
+candidate sign), :func:`~sdmad_lite.methods.heads.train_stack_of_heads` (the grid × folds of ``tuning.py``, all heads trained
+at once as one stack), :func:`~sdmad_lite.methods.heads.train_head` (the refit on the whole support set through the one
+training loop of ``train.py``), :func:`~sdmad_lite.methods.heads.head_scores`, and :func:`fit`, which chains them through
 ``tuning.fit_tuned`` for the registry. Sign selection runs ``after`` training (the paper's
 inference-time selection: the head trains on the expert signs and scores with the kept ones),
 ``before`` it (the head also trains on the kept signs), or ``per-image`` (each test image scores

@@ -54,8 +54,8 @@ MODALITY_PHRASES: dict[str, tuple[str, ...]] = {
     "brain": ("axial brain mri", "brain mri slice", "axial flair image of the brain"),
 }
 
-#: captions of normal images: no negation (see the module docstring); the first one replaces the
-#: negated caption of the first recipes (:data:`NEGATED_NORMAL_TEMPLATES`), so the random draws are the same
+#: the captions of normal images, with no negation (see the module docstring); the first one replaces the
+#: negated caption of the first recipes (``NEGATED_NORMAL_TEMPLATES``), so the random draws are the same
 NORMAL_TEMPLATES = ("a healthy {mod}", "a normal {mod}", "{a_mod} showing normal anatomy")
 NEGATED_NORMAL_TEMPLATES = ("{a_mod} with no abnormal finding", "a normal {mod}", "{a_mod} showing normal anatomy")
 #: the normal anatomy of each modality in positive words (``CaptionStyle.normal_anatomy``)
@@ -120,7 +120,7 @@ SIGN_PHRASES: dict[str, tuple[str, ...]] = {
     "sulcal_effacement": ("effaced sulci", "loss of the cortical sulci"),
 }
 
-#: a second, lay vocabulary of the same signs: everyday visual words, not the sign bank's radiological
+#: a second, lay vocabulary of the same signs, in everyday visual words rather than the sign bank's radiological
 #: ones (a test checks that no phrase repeats a bank text); ``CaptionStyle.radiological_share`` < 1 uses it
 LAY_PHRASES: dict[str, tuple[str, ...]] = {
     # chest

@@ -33,7 +33,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 def read_text(path: Path) -> str:
     """The text of a sign or template file: a regular file of at most :data:`MAX_BYTES`, UTF-8; anything else
-    (a folder, a device such as ``/dev/zero``, a huge or binary file) is a :class:`SignFileError`."""
+    (a folder, a device such as ``/dev/zero``, a huge or binary file) is a :class:`~sdmad_lite.signs.schema.SignFileError`."""
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
         raise SignFileError(f"{path} is {what}, not a sign file; give the path of a YAML file or a bank name "
