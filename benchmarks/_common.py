@@ -256,3 +256,11 @@ def print_record(rec: dict, *parts: str) -> None:
     text = "\n\n".join(p for p in parts if p)
     rec["table"] = text
     print(text, flush=True)
+
+
+def run(main: Callable[[], int]) -> None:
+    """A benchmark's entry point: run ``main``, print its wall time, exit with its status."""
+    t0 = time.perf_counter()
+    rc = main()
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    sys.exit(rc)

@@ -132,7 +132,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    t0 = time.perf_counter()
-    rc = main()
-    print(f"({time.perf_counter() - t0:.0f} s)")
-    sys.exit(rc)
+    C.run(main)

@@ -64,7 +64,7 @@ def in_band(x: float, b) -> bool:
 
 
 def uncaptioned_of(checkpoint: str) -> frozenset:
-    from sdmad_lite.cli.models import uncaptioned_signs
+    from sdmad_lite.models.checkpoints import uncaptioned_signs
 
     return uncaptioned_signs("phantomclip-tiny", checkpoint)
 

@@ -10,7 +10,7 @@ from ..executor import default_workers
 from ..io import write_json
 from ..models.backbone import load
 from ..models.captions import SIGN_PHRASES
-from ..models.checkpoints import uncaptioned_signs  # noqa: F401 (API: benchmarks and notebooks read it here too)
+from ..models.checkpoints import uncaptioned_signs
 from ..models.pretrain import PretrainConfig, pretrain
 from ..reports import summarize_report, zero_shot_report
 from ..task import get_backbone
