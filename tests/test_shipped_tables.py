@@ -30,3 +30,23 @@ def test_a_missing_table_names_the_command_that_writes_it(monkeypatch, tmp_path)
     monkeypatch.setattr(studies, "RESULTS", tmp_path / "sdmad_lite" / "resources" / "results")
     with pytest.raises(ResultsFileError, match="sdmad study sign-noise --workers 2 --out sdmad_lite/resources/results/sign_noise.csv"):
         studies.shipped("sign_noise", studies.sign_noise(seeds=(0,)))
+
+
+
+@pytest.mark.parametrize("name", ["calibration.csv", "recipe_search.csv"])
+def test_the_calibration_margin_is_read_on_the_anomaly_columns(name):
+    """The k = 4 band of the regime is the best trained method minus the frozen sign prompts on the anomaly
+    columns; the shipped table's margin and verdict follow that definition, with the per-anomaly margin beside."""
+    import json
+
+    import pandas as pd
+
+    df = pd.read_csv(studies.RESULTS / name)
+    meta = json.loads((studies.RESULTS / name).with_suffix(".meta").read_text())
+    assert meta["k4_margin_band"] == ">= 5" and "anomaly columns" in meta["table"]
+    assert "shipped" in set(df.checkpoint) and set(df.modality) == {"chest", "oct", "brain"}
+    best = df[["k4_sdmad", "k4_linear-probe"]].max(axis=1)
+    assert (df.k4_margin - (best - df["k4_zeroshot-signs"])).abs().max() <= 0.11
+    assert (df.k4_margin_ok == (df.k4_margin >= 5)).all()
+    best_pa = df[["k4pa_sdmad", "k4pa_linear-probe"]].max(axis=1)
+    assert (df.k4pa_margin - (best_pa - df["k4pa_zeroshot-signs"])).abs().max() <= 0.11
