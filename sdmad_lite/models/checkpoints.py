@@ -21,7 +21,7 @@ PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
 PHANTOMCLIP_CHECKPOINT = MODELS_DIR / f"{PHANTOMCLIP}.pt"
 PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
 #: the contrast, the *oracle* regime: every captioned sign in the sign bank's words, the full recipe
-#: (400 steps, caption-tag loss); a backbone that already knows the answer
+#: (1000 steps, caption-tag loss); a backbone that already knows the answer
 PHANTOMCLIP_ORACLE = MODELS_DIR / f"{PHANTOMCLIP}-oracle.pt"
 PHANTOMCLIP_ORACLE_CARD = MODELS_DIR / f"{PHANTOMCLIP}-oracle.card.json"
 #: ``model.pretrained`` names of the shipped PhantomCLIP-tiny checkpoints -> (file, model card)
