@@ -71,7 +71,7 @@ NOISE_SEEDS = EVALUATION_SEEDS  # 7 pools × 2 methods
 SHARED = (0, 1, 2, 3)
 SHARED_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "sdmad-no-disc", "linear-probe")
 SHARED_SEEDS = EVALUATION_SEEDS
-#: the slowest baselines (minutes per tuned run on a CPU): their own study, `sdmad study expensive`
+#: the slowest baselines, run in their own study (``sdmad study expensive``)
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip")  # sdmad-residual: benchmarks/bench_placements.py (CPU budget)
 EXPENSIVE_SEEDS = EVALUATION_SEEDS
 #: the oracle regime's headline rows (the glance page's contrast)
