@@ -119,12 +119,12 @@ def k4(checkpoint: str, modality: str, seeds, methods, log, workers: int = 1) ->
         out[f"k4pa_{method}"] = round(float(pa.mean()), 1)
         log(f"  {checkpoint} {modality} {method}: anomaly-column AUROC {v.mean():.1f} ± {v.std(ddof=1):.1f} "
             f"({out[f'k4_{method}_seeds']}), per-anomaly {pa.mean():.1f}, in {time.time() - t0:.0f} s")
-    if FROZEN in methods and any(m in methods for m in TRAINED):
-        best = max((m for m in TRAINED if m in methods), key=lambda m: out[f"k4_{m}"])
-        out["k4_best_trained"] = best
-        out["k4_margin"] = round(out[f"k4_{best}"] - out[f"k4_{FROZEN}"], 1)
-        best_pa = max((m for m in TRAINED if m in methods), key=lambda m: out[f"k4pa_{m}"])
-        out["k4pa_margin"] = round(out[f"k4pa_{best_pa}"] - out[f"k4pa_{FROZEN}"], 1)
+    trained = [m for m in TRAINED if m in methods]
+    if FROZEN in methods and trained:
+        for col in ("k4", "k4pa"):  # the band's metric (anomaly columns), then per anomaly
+            best = max(trained, key=lambda m: out[f"{col}_{m}"])
+            out[f"{col}_best_trained"] = best
+            out[f"{col}_margin"] = round(out[f"{col}_{best}"] - out[f"{col}_{FROZEN}"], 1)
     return out
 
 

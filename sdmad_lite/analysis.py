@@ -4,7 +4,7 @@ Every chapter's tables and sentences go through these functions (a notebook defi
 own): :func:`summarize` (mean ± std per group), :func:`fmt` (one cell), :func:`versus` (method ``a``
 against ``b``, paired by seed), :func:`family` (a family of paired comparisons, Holm-adjusted together:
 the verdicts a chapter's prose reads), :func:`minus_reference` (each method minus a reference row,
-paired by seed). Seeds are the unit of every paired test.
+paired by seed), :func:`listing` (items of a sentence). Seeds are the unit of every paired test.
 """
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ import pandas as pd
 
 from . import metrics as M
 from .metrics import mean_std
+
+
+def listing(items, sep: str = ", ") -> str:
+    """``"a, b and c"``: the items of a sentence (``sep="; "`` when an item holds commas, as method labels do)."""
+    items = [str(x) for x in items]
+    if len(items) < 2:
+        return "".join(items)
+    return sep.join(items[:-1]) + (";" if sep.startswith(";") else "") + " and " + items[-1]
 
 
 def fmt(values, scale: float = 100.0, digits: int = 1) -> str:

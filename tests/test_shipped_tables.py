@@ -32,17 +32,16 @@ def test_a_missing_table_names_the_command_that_writes_it(monkeypatch, tmp_path)
         studies.shipped("sign_noise", studies.sign_noise(seeds=(0,)))
 
 
-
 @pytest.mark.parametrize("name", ["calibration.csv", "recipe_search.csv"])
 def test_the_calibration_margin_is_read_on_the_anomaly_columns(name):
     """The k = 4 band of the regime is the best trained method minus the frozen sign prompts on the anomaly
     columns; the shipped table's margin and verdict follow that definition, with the per-anomaly margin beside."""
-    import json
-
     import pandas as pd
 
+    from sdmad_lite.results import read_meta
+
     df = pd.read_csv(studies.RESULTS / name)
-    meta = json.loads((studies.RESULTS / name).with_suffix(".meta").read_text())
+    meta = read_meta(studies.RESULTS / name)
     assert meta["k4_margin_band"] == ">= 5" and "anomaly columns" in meta["table"]
     assert "shipped" in set(df.checkpoint) and set(df.modality) == {"chest", "oct", "brain"}
     best = df[["k4_sdmad", "k4_linear-probe"]].max(axis=1)

@@ -129,3 +129,12 @@ def test_thresholds_cut_the_scores_of_the_models_that_fitted_them(tmp_path, monk
     athr = M.choose_binary_threshold(pred.support_anchor, (task.y_pool[rows].sum(1) > 0).astype(int))
     labels, _ = protocols.vote(pred.test_scores_per_model, pred.test_anchor_per_model, thr, athr)
     assert np.array_equal(ev["integrated"]["y_pred"], labels)
+
+
+def test_listing_joins_the_items_of_a_sentence():
+    from sdmad_lite.analysis import listing
+
+    assert listing([]) == "" and listing(["chest"]) == "chest"
+    assert listing(["chest", "oct"]) == "chest and oct"
+    assert listing(["chest", "oct", "brain"]) == "chest, oct and brain"
+    assert listing(["zero-shot, expert signs", "linear probe", "x"], sep="; ") == "zero-shot, expert signs; linear probe; and x"
