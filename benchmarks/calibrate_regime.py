@@ -263,7 +263,7 @@ def _write_meta(out: Path, argv, df, args, t0: float, extra: dict) -> None:
         card = SHIPPED[name][1] if name in SHIPPED else Path(ck).with_name(Path(ck).stem + ".card.json")
         try:
             c = json.loads(card.read_text())
-            cards[ck] = {"sha256": c.get("sha256"), "command": c.get("command")}
+            cards[ck] = {"sha256": c.get("sha256"), "command": c.get("command"), "recipe": c.get("recipe")}
         except (OSError, ValueError):
             cards[ck] = None
     meta = {"command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/calibrate_regime.py",
