@@ -53,6 +53,8 @@ OPEN_SET_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 OPEN_SET_SEEDS = EVALUATION_SEEDS
 #: the chest categories held out in turn: all eight
 OPEN_SET_CATEGORIES = tuple(get_modality("chest").categories)
+#: a held-out category is compared only if every seed's test sample holds at least this many images of it alone
+OPEN_SET_MIN_IMAGES = 20
 #: chapter 13 — the comparison of chapter 9 (reference rows, SD-MAD, the linear probe) on the other two
 #: phantom modalities; the chest rows are chapter 9's
 MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
@@ -166,6 +168,14 @@ def open_set_per_category(seeds: Iterable[int] = OPEN_SET_SEEDS, k: int = 4,
             c.data.dataset = dataset
             out.append(c)
     return out
+
+
+def open_set_kept(rows, min_images: int = OPEN_SET_MIN_IMAGES) -> list[str]:
+    """The held-out categories of an open-set table (rows of :func:`open_set_per_category`) with at least
+    ``min_images`` test images of that category alone in every seed's sample: the ones chapter 12 averages
+    and tests (an AUROC over a handful of images says little)."""
+    n = rows.groupby("open-set.held_out_category")["open-set.n_only_held_out"].min()
+    return [c for c in n.index if n[c] >= min_images]
 
 
 def three_modalities(datasets: Iterable[str] = MODALITY_DATASETS, seeds: Iterable[int] = MODALITY_SEEDS,
