@@ -7,9 +7,8 @@ and per-anomaly protocols, and takes its methods from the registry (``configs/me
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -51,17 +50,14 @@ SHIFT_SEEDS = EVALUATION_SEEDS  # 5 strengths × 5 methods
 #: chapter 12 — the open-set protocol with each category held out in turn
 OPEN_SET_METHODS = ("zeroshot-signs", "sdmad-init", "sdmad", "linear-probe")
 OPEN_SET_SEEDS = EVALUATION_SEEDS
-#: the chest categories held out in turn: all eight
-OPEN_SET_CATEGORIES = tuple(get_modality("chest").categories)
-#: a held-out category is compared only if every seed's test sample holds at least this many images of it alone
-OPEN_SET_MIN_IMAGES = 20
+OPEN_SET_CATEGORIES = tuple(get_modality("chest").categories)  # held out in turn: all eight
+OPEN_SET_MIN_IMAGES = 20  # compared only with this many test images of the category alone in every seed
 #: chapter 13 — the comparison of chapter 9 (reference rows, SD-MAD, the linear probe) on the other two
 #: phantom modalities; the chest rows are chapter 9's
 MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
 MODALITY_SEEDS = EVALUATION_SEEDS
 MODALITY_SHOTS = (4, 8)
-#: chapter 14 — noisy sign pools (signs/noise.py), the fractions of each category's expert signs replaced,
-#: crossed with the kind of replacement, the selection variant and the conspicuity of the signs
+#: chapter 14 — noisy sign pools (signs/noise.py): fractions of each category's expert signs replaced × kinds
 NOISE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
 NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad")  # the frozen prompts, SD-MAD without and with selection
@@ -75,8 +71,7 @@ SHARED_SEEDS = EVALUATION_SEEDS
 #: the slowest baselines, run in their own study (``sdmad study expensive``)
 EXPENSIVE = ("learned-context", "mvfa", "anomalyclip")  # sdmad-residual: benchmarks/bench_placements.py (CPU budget)
 EXPENSIVE_SEEDS = EVALUATION_SEEDS
-#: the oracle regime's headline rows (the glance page's contrast)
-ORACLE_SEEDS = EVALUATION_SEEDS
+ORACLE_SEEDS = EVALUATION_SEEDS  # the oracle regime's headline rows (the glance page's contrast)
 
 
 #: the two regimes of the book, as the PhantomCLIP checkpoint the backbone loads (``model.pretrained``).
@@ -171,9 +166,8 @@ def open_set_per_category(seeds: Iterable[int] = OPEN_SET_SEEDS, k: int = 4,
 
 
 def open_set_kept(rows, min_images: int = OPEN_SET_MIN_IMAGES) -> list[str]:
-    """The held-out categories of an open-set table (rows of :func:`open_set_per_category`) with at least
-    ``min_images`` test images of that category alone in every seed's sample: the ones chapter 12 averages
-    and tests (an AUROC over a handful of images says little)."""
+    """The held-out categories of open-set ``rows`` with ``min_images`` test images of their own in every seed's
+    sample: those chapter 12 averages and tests (an AUROC over a handful of images says little)."""
     n = rows.groupby("open-set.held_out_category")["open-set.n_only_held_out"].min()
     return [c for c in n.index if n[c] >= min_images]
 

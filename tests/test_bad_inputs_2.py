@@ -561,7 +561,19 @@ def test_6_duplicate_keys_in_a_sign_file_are_an_error(tmp_path):
         SignBank.load(p)
 
 
-def test_6_ctrl_c_stops_a_process_pool_at_once():
+@pytest.fixture
+def default_ctrl_c():
+    """Python's own Ctrl-C (SIGINT raises KeyboardInterrupt in the main thread, not blocked), whatever an
+    earlier test in this process left behind; restored afterwards."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    signal.signal(signal.SIGINT, handler)
+
+
+def test_6_ctrl_c_stops_a_process_pool_at_once(default_ctrl_c):
+    assert threading.current_thread() is threading.main_thread()  # where Python delivers KeyboardInterrupt
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C, 3 s into the runs
     with pytest.raises(KeyboardInterrupt):
         with executor.running_pool(2) as ex:
