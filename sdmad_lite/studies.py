@@ -57,7 +57,7 @@ OPEN_SET_MIN_IMAGES = 20  # compared only with this many test images of the cate
 MODALITY_DATASETS = ("phantom-chest", "phantom-oct", "phantom-brain")
 MODALITY_SEEDS = EVALUATION_SEEDS
 MODALITY_SHOTS = (4, 8)
-#: chapter 14 — noisy sign pools (signs/noise.py): fractions of each category's expert signs replaced × kinds
+#: chapter 14 — noisy sign pools (signs/noise.py), fractions of each category's expert signs replaced × kinds
 NOISE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 NOISE_KINDS = ("undrawn", "uncaptioned", "other-category")
 NOISE_METHODS = ("zeroshot-signs", "sdmad-no-ss", "sdmad")  # the frozen prompts, SD-MAD without and with selection
