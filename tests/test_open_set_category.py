@@ -24,3 +24,12 @@ def test_the_config_key_round_trips_and_the_study_holds_out_each_category_in_tur
     held = [c.open_set_category for c in cfgs]
     assert set(held) == set(studies.OPEN_SET_CATEGORIES) and all(held.count(h) == 2 * len(studies.OPEN_SET_METHODS) for h in set(held))
     assert all("open-set" in c.protocols for c in cfgs)
+
+
+def test_open_set_kept_needs_enough_images_of_the_category_alone_in_every_seed():
+    import pandas as pd
+
+    rows = pd.DataFrame({"open-set.held_out_category": ["Effusion", "Effusion", "Mass", "Mass", "Nodule"],
+                         "open-set.n_only_held_out": [25, 20, 40, 3, 19]})
+    assert studies.open_set_kept(rows) == ["Effusion"]  # Mass: 3 in one seed; Nodule: 19 < 20
+    assert studies.open_set_kept(rows, min_images=3) == ["Effusion", "Mass", "Nodule"]
