@@ -125,7 +125,7 @@ def test_the_card_command_rebuilds_the_recipe():
 
     cfg = PretrainConfig(steps=300, pool_per_modality=900, aux_weight=0.5, radiological_share=0.2,
                          sign_caption_share=0.6, extra_uncaptioned=("air_bronchogram", "calcified_focus"),
-                         scanner_shift=0.3, scanner_seed=5, normal_anatomy=False, warmup=40)
+                         scanner_shift=0.3, scanner_seed=5, normal_anatomy=False, plain_captions=False, warmup=40)
     cmd = cfg.command(threads=1)
     parser = argparse.ArgumentParser()
     cli.add_subcommands(parser.add_subparsers())
@@ -176,6 +176,23 @@ def test_shipped_regime_checkpoints_have_a_working_anchor(name):
         score = (v @ model.mean_text(a["abnormal"]) - v @ model.mean_text(a["normal"])).numpy()
         auc = M.binary_auroc((y.sum(1) > 0).astype(int), score)
         assert auc > 0.5, f"{name}: the anchor is inverted on {modality} phantoms (AUROC {auc:.2f})"
+
+
+def test_without_plain_captions_only_sign_captioned_images_are_contrasted(tmp_path):
+    """``--no-plain-captions``: the images captioned with the modality alone leave the contrastive loss (they
+    would all share one caption key and be pulled together); with it, every image of the batch is in."""
+    import torch
+
+    from sdmad_lite.models.pretrain import contrastive_rows, pretrain
+
+    has = torch.tensor([True, False, True, False, False])
+    assert contrastive_rows(PretrainConfig(plain_captions=False), has) == [0, 2]
+    assert contrastive_rows(PretrainConfig(), has) == [0, 1, 2, 3, 4]
+    kw = dict(steps=2, batch_size=4, pool_per_modality=2, render_size=64, workers=1, warmup=1,
+              sign_caption_share=0.0, plain_captions=False)  # no image in the contrastive loss: the tag loss alone
+    ckpt = pretrain(PretrainConfig(**kw), tmp_path, log=lambda *a: None)
+    card = json.loads((tmp_path / "phantomclip-tiny.card.json").read_text())
+    assert ckpt.exists() and "--no-plain-captions" in card["command"] and card["sign_captioned_images"] == 0
 
 
 def test_stop_after_equals_the_snapshot_of_the_long_run(tmp_path):

@@ -26,7 +26,8 @@ def _pretrain(args: argparse.Namespace) -> int:
                              radiological_share=args.radiological_share, sign_caption_share=args.sign_caption_share,
                              extra_uncaptioned=tuple(args.uncaptioned), scanner_shift=args.scanner_shift,
                              scanner_seed=args.scanner_seed, negated_captions=args.negated_captions,
-                             normal_anatomy=args.normal_anatomy, stop_after=args.stop_after)
+                             normal_anatomy=args.normal_anatomy, plain_captions=args.plain_captions,
+                             stop_after=args.stop_after)
     except ValueError as e:
         raise SystemExit(f"sdmad pretrain-phantomclip: {e}") from None
     if args.threads:
@@ -99,6 +100,9 @@ def add_subcommands(sub) -> None:
                    help="the old normal caption '... with no abnormal finding' (inverts the anchor)")
     k.add_argument("--normal-anatomy", action=argparse.BooleanOptionalAction, default=d.normal_anatomy,
                    help="some normal captions describe the normal anatomy in positive words")
+    k.add_argument("--plain-captions", action=argparse.BooleanOptionalAction, default=d.plain_captions,
+                   help="images without sign captions are in the contrastive loss, captioned with the modality "
+                        "alone (--no-plain-captions: tag loss only)")
     p.add_argument("--workers", type=checks.positive_int, default=None,
                    help="processes rendering the pool (default: $SDMAD_WORKERS, else the usable cores, at most 8)")
     p.add_argument("--threads", type=checks.threads, default=0, help="torch threads (0: torch's default)")

@@ -30,6 +30,11 @@ sandbox must be in"); every knob is a field of :class:`PretrainConfig` and an op
   x-ray"). The caption-tag loss still reads every image's signs: it is image-side supervision that
   does not go through words, so the image features learn every (captioned-kind) sign while the text
   tower learns the words from a share of the images only;
+- ``plain_captions`` (on): whether the images without sign captions take part in the contrastive loss
+  with their modality-alone caption. All such captions of a modality share one caption key, so the
+  soft targets make those images positives of one another and pull their embeddings together
+  (measured in chapter 5's recipe search: the linear probe falls). Off (``--no-plain-captions``), they
+  learn from the caption-tag loss only (and from nothing when ``aux_weight`` is 0);
 - ``extra_uncaptioned`` (none): signs never described, on top of ``captions.UNCAPTIONED``;
 - ``scanner_shift`` / ``scanner_seed`` (0): a source-domain scanner (``data/phantoms/scanner.py``)
   that every pretraining image passes through, so the task's (unshifted) images are another domain;
@@ -91,6 +96,7 @@ class PretrainConfig:
     scanner_seed: int = 0
     negated_captions: bool = False
     normal_anatomy: bool = True
+    plain_captions: bool = True  # images without sign captions: in the contrastive loss, captioned "a chest x-ray"
     stop_after: int | None = None  # train only the first N steps of the ``steps``-step schedule (None: all)
 
     def __post_init__(self) -> None:
@@ -116,7 +122,8 @@ class PretrainConfig:
                  f"--radiological-share {self.radiological_share}", f"--sign-caption-share {self.sign_caption_share}",
                  f"--uncaptioned {','.join(self.extra_uncaptioned) or 'none'}",
                  f"--scanner-shift {self.scanner_shift}", f"--scanner-seed {self.scanner_seed}",
-                 flag(self.negated_captions, "negated-captions"), flag(self.normal_anatomy, "normal-anatomy")]
+                 flag(self.negated_captions, "negated-captions"), flag(self.normal_anatomy, "normal-anatomy"),
+                 flag(self.plain_captions, "plain-captions")]
         if self.stop_after is not None:
             parts.append(f"--stop-after {self.stop_after}")
         if threads:
@@ -194,6 +201,11 @@ def sign_captioned(cfg: PretrainConfig, n: int) -> np.ndarray:
     return derived_rng(cfg.seed, "sign-captioned").random(n) < cfg.sign_caption_share
 
 
+def contrastive_rows(cfg: PretrainConfig, has: torch.Tensor) -> list[int]:
+    """The rows of a batch in the contrastive loss: all (``plain_captions``), or those with sign captions (``has``)."""
+    return list(range(len(has))) if cfg.plain_captions else has.nonzero().flatten().tolist()
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: print(*a, flush=True),
              pool: dict | None = None, snapshots: tuple[int, ...] = ()) -> Path:
     """Pretrain PhantomCLIP-tiny from scratch and write ``phantomclip-tiny.pt`` + card to ``out_dir``.
@@ -250,9 +262,17 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
         texts = [caption(m, si, cap_rng, style) if h else plain_caption(m, cap_rng) for m, si, h in zip(mods, sgn, has.tolist())]
         keys = [caption_key(m, si, style.uncaptioned) if h else (m, PLAIN_KEY) for m, si, h in zip(mods, sgn, has.tolist())]
         emb = model.encode_image(x)
-        img = F.normalize(emb, dim=-1)
-        txt = F.normalize(model_bb.text_forward(model_bb.tokenizer(texts)), dim=-1)
-        loss = soft_clip_loss(img, txt, keys, model.logit_scale.exp().clamp(max=100))
+        rows = contrastive_rows(cfg, has)
+        if len(rows) == len(texts):  # every image (the shipped recipes): the arithmetic of the first recipes, bit for bit
+            img = F.normalize(emb, dim=-1)
+            txt = F.normalize(model_bb.text_forward(model_bb.tokenizer(texts)), dim=-1)
+            loss = soft_clip_loss(img, txt, keys, model.logit_scale.exp().clamp(max=100))
+        elif len(rows) >= 2:
+            img = F.normalize(emb[rows], dim=-1)
+            txt = F.normalize(model_bb.text_forward(model_bb.tokenizer([texts[i] for i in rows])), dim=-1)
+            loss = soft_clip_loss(img, txt, [keys[i] for i in rows], model.logit_scale.exp().clamp(max=100))
+        else:
+            loss = 0.0 * emb.sum()  # no image of this batch in the contrastive loss: a graph for the tag loss to join
         if cfg.aux_weight:  # image-side supervision: every image, whatever its caption says
             loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(tagger(emb), tags[idx])
         opt.zero_grad(set_to_none=True)
