@@ -8,7 +8,7 @@ paired by seed), :func:`listing` (items of a sentence). Seeds are the unit of ev
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,7 +85,8 @@ def holm(p_values) -> np.ndarray:
 BEATS, TRAILS, NOT_CLEAR = "beats", "trails", "is not clearly different from"
 
 
-def family(df, comparisons: Sequence[dict], scale: float = 100.0, alpha: float = 0.05) -> pd.DataFrame:
+def family(df, comparisons: Sequence[dict], scale: float = 100.0, alpha: float = 0.05,
+           names: Callable[[str], str] = str) -> pd.DataFrame:
     """A family of paired comparisons, Holm-adjusted together: one row per comparison.
 
     Each comparison is a dict with ``metric``, ``a``, ``b`` and optionally ``by`` (the column ``a`` and
@@ -93,7 +94,8 @@ def family(df, comparisons: Sequence[dict], scale: float = 100.0, alpha: float =
     result: the comparison, ``n`` (seeds paired), ``mean`` (a − b in points), ``low``/``high`` (its 95 %
     t-interval, unadjusted), ``p`` (paired t-test), ``p_holm`` (adjusted within this family),
     ``verdict`` (:data:`BEATS` / :data:`TRAILS` when ``p_holm`` < ``alpha``, else :data:`NOT_CLEAR`) and
-    ``sentence`` (what a chapter glues: the verdict, the difference, its interval and the adjusted p)."""
+    ``sentence`` (what a chapter glues: the verdict, ``names(b)``, the difference, its interval and the
+    adjusted p; ``names=plots.prose`` names methods as a sentence does)."""
     recs = []
     for c in comparisons:
         t, _ = versus(df, c["metric"], c["a"], c["b"], scale=scale, by=c.get("by", "method"), **c.get("where", {}))
@@ -105,7 +107,7 @@ def family(df, comparisons: Sequence[dict], scale: float = 100.0, alpha: float =
     out["p_holm"] = holm(out["p"].to_numpy())
     out["verdict"] = [NOT_CLEAR if not (p < alpha) else (BEATS if m > 0 else TRAILS)
                       for p, m in zip(out["p_holm"], out["mean"])]
-    out["sentence"] = [f"{v} {b} ({m:+.1f} points paired over {n} seeds, 95 % interval [{lo:+.1f}, {hi:+.1f}], "
+    out["sentence"] = [f"{v} {names(b)} ({m:+.1f} points paired over {n} seeds, 95 % interval [{lo:+.1f}, {hi:+.1f}], "
                        f"Holm-adjusted p = {ph:.2g} in a family of {len(out)})"
                        for v, b, m, n, lo, hi, ph in zip(out["verdict"], out["b"], out["mean"], out["n"], out["low"],
                                                          out["high"], out["p_holm"])]

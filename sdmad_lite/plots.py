@@ -37,6 +37,13 @@ def label(method: str) -> str:
     return m.label if m is not None and m.label else method
 
 
+def prose(name: str) -> str:
+    """How a sentence names ``name``, a method or its label (the registry's ``prose``: "the frozen sign
+    prompts" where a table prints "zero-shot, expert signs"); any other name unchanged."""
+    m = REGISTRY.get(name) or next((m for m in REGISTRY.values() if m.label == name), None)
+    return m.prose if m is not None and m.prose else name
+
+
 def readable(df: pd.DataFrame, column: str = "method") -> pd.DataFrame:
     """``df`` with the method names of ``column`` (a column or the index level) replaced by their labels."""
     out = df.copy()

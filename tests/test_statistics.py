@@ -48,6 +48,19 @@ def test_a_family_reads_the_adjusted_p_values():
     assert alone.p_holm[0] == pytest.approx(alone.p[0]) and alone.p_holm[0] < fam.p_holm[0] * 1.0001
 
 
+def test_a_familys_sentences_name_methods_as_prose():
+    """``names=plots.prose``: a sentence names a method as prose does, from its registry id or its table label."""
+    from sdmad_lite import plots
+
+    assert plots.prose("zeroshot-signs") == plots.prose(plots.label("zeroshot-signs")) == "the frozen sign prompts"
+    assert plots.prose("sdmad") == "SD-MAD" and plots.prose("the others") == "the others"
+    df = _rows(0.05, 0.0).replace({"method": {"ref": plots.label("linear-probe")}})
+    fam = A.family(df, [{"metric": "auc", "a": "a", "b": plots.label("linear-probe")}], names=plots.prose)
+    assert fam.sentence[0].startswith(f"{A.BEATS} the linear probe (") and fam.b[0] == plots.label("linear-probe")
+    assert A.family(df, [{"metric": "auc", "a": "a", "b": plots.label("linear-probe")}]).sentence[0].startswith(
+        f"{A.BEATS} {plots.label('linear-probe')} (")
+
+
 def test_minus_reference_is_paired_by_seed():
     df = _rows(0.03, -0.02)
     t = A.minus_reference(df, ["auc"], reference="ref").set_index("method")

@@ -33,6 +33,7 @@ class Method:
     label: str = ""  # the readable name tables and figures print
     overrides: dict = field(default_factory=dict)
     unavailable: str | None = None
+    prose: str = ""  # its name inside a sentence ("beats the frozen sign prompts"); default: the label
 
     @property
     def trained(self) -> bool:
@@ -64,7 +65,8 @@ def _entry(raw: dict, name: str) -> Method:
         over = deep_update(raw[base].get("overrides") or {}, over)
         fam = fam or raw[base].get("family")
         base = raw[base].get("base")
-    return Method(name, fam, e.get("description", ""), e.get("label") or name, over, e.get("unavailable"))
+    label = e.get("label") or name
+    return Method(name, fam, e.get("description", ""), label, over, e.get("unavailable"), e.get("prose") or label)
 
 
 def load_registry(families: Iterable[str]) -> dict[str, Method]:

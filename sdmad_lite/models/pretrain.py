@@ -12,40 +12,32 @@ Recipe (``sdmad pretrain-phantomclip``):
    batch with the same caption key (same modality and same described signs), so that two
    normals in a batch are not pushed apart.
 4. An auxiliary *caption-tag* loss: a linear layer on the image embedding predicts which
-   signs the caption describes (multi-label BCE; uncaptioned signs are never targets). It
-   carries the same information as the captions and makes the most of a 30-minute CPU budget;
-   the layer is dropped after pretraining (``aux_weight=0`` turns it off).
-5. AdamW with cosine decay; weights saved in float16 with a model card (sha256, recipe,
-   versions, wall time, the one command that rebuilds it) next to them.
+   signs the image shows (multi-label BCE; uncaptioned signs are never targets); dropped after
+   pretraining (``aux_weight=0``: off).
+5. AdamW with cosine decay; float16 weights and a model card (sha256, recipe, versions, wall
+   time, the one command that rebuilds it).
 
 What the backbone knows of the sign bank is a knob of the recipe (DESIGN.md, "The regime the
 sandbox must be in"); every knob is a field of :class:`PretrainConfig` and an option of
 ``sdmad pretrain-phantomclip``, and the defaults are the first recipe's with the anchor fix
 (no negated caption, normal-anatomy captions):
 
-- ``radiological_share`` (1): share of sign phrases in the radiological vocabulary; the rest in
-  a lay, visual vocabulary that the sign bank never uses (``captions.LAY_PHRASES``);
+- ``radiological_share`` (1): share of sign phrases in radiological words; the rest lay (``captions.LAY_PHRASES``);
 - ``sign_caption_share`` (1): share of the pool's images (a fixed seeded subset) whose captions say
   what they show (their signs, or that they are normal); the others get the modality alone ("a chest
-  x-ray"). The caption-tag loss still reads every image's signs: it is image-side supervision that
-  does not go through words, so the image features learn every (captioned-kind) sign while the text
-  tower learns the words from a share of the images only;
-- ``plain_captions`` (on): whether the images without sign captions take part in the contrastive loss
-  with their modality-alone caption. All such captions of a modality share one caption key, so the
-  soft targets make those images positives of one another and pull their embeddings together
-  (measured in chapter 5's recipe search: the linear probe falls). Off (``--no-plain-captions``), they
-  learn from the caption-tag loss only (and from nothing when ``aux_weight`` is 0);
+  x-ray"). The tag loss still reads every image's signs (image-side supervision, no words), so the
+  text tower learns the words from a share of the images only;
+- ``plain_captions`` (on): the images without sign captions are in the contrastive loss, captioned with
+  the modality alone; sharing one caption key, they are pulled together. Off: the tag loss alone;
 - ``extra_uncaptioned`` (none): signs never described, on top of ``captions.UNCAPTIONED``;
 - ``scanner_shift`` / ``scanner_seed`` (0): a source-domain scanner (``data/phantoms/scanner.py``)
   that every pretraining image passes through, so the task's (unshifted) images are another domain;
-- ``negated_captions`` (off): the old normal caption "... with no abnormal finding" (kept to
-  reproduce the first checkpoints; DESIGN.md rules it out);
+- ``negated_captions`` (off): the old normal caption "... with no abnormal finding" (the first checkpoints');
 - ``normal_anatomy`` (on): half of the normal captions describe the normal anatomy in positive words,
   which fixes the inverted anchor (``captions`` module docstring: the measurement);
 - ``steps``, ``pool_per_modality``, ``aux_weight``, ``warmup``, ``lr``: how long and how hard;
-  ``stop_after`` N trains only the first N steps of the ``steps``-step schedule (warm-up and cosine
-  decay as for ``steps``): its weights are those a ``--snapshots N`` run writes after step N, so one
-  long run can calibrate the length and the shipped recipe still costs only N steps.
+  ``stop_after`` N trains only the first N steps of the ``steps``-step schedule: the weights a
+  ``--snapshots N`` run writes after step N (one long run calibrates the length).
 
 Same seed, same machine, same thread count -> the same checkpoint.
 """
@@ -69,8 +61,7 @@ from PIL import Image
 from ..data.phantoms.catalogue import MODALITIES
 from ..data.phantoms.world import PhantomDataset
 from ..io import atomic_write, sha256_file
-from ..seeding import rng as derived_rng
-from ..seeding import seed_everything
+from ..seeding import rng as derived_rng, seed_everything
 from . import backbone as bb
 from .captions import PLAIN_KEY, UNCAPTIONED, CaptionStyle, caption, caption_key, plain_caption
 
@@ -263,16 +254,12 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
         keys = [caption_key(m, si, style.uncaptioned) if h else (m, PLAIN_KEY) for m, si, h in zip(mods, sgn, has.tolist())]
         emb = model.encode_image(x)
         rows = contrastive_rows(cfg, has)
-        if len(rows) == len(texts):  # every image (the shipped recipes): the arithmetic of the first recipes, bit for bit
-            img = F.normalize(emb, dim=-1)
-            txt = F.normalize(model_bb.text_forward(model_bb.tokenizer(texts)), dim=-1)
-            loss = soft_clip_loss(img, txt, keys, model.logit_scale.exp().clamp(max=100))
-        elif len(rows) >= 2:
-            img = F.normalize(emb[rows], dim=-1)
+        if len(rows) >= 2:  # all rows (the shipped recipes): emb itself, the first recipes' arithmetic bit for bit
+            img = F.normalize(emb if len(rows) == len(texts) else emb[rows], dim=-1)
             txt = F.normalize(model_bb.text_forward(model_bb.tokenizer([texts[i] for i in rows])), dim=-1)
             loss = soft_clip_loss(img, txt, [keys[i] for i in rows], model.logit_scale.exp().clamp(max=100))
-        else:
-            loss = 0.0 * emb.sum()  # no image of this batch in the contrastive loss: a graph for the tag loss to join
+        else:  # no image of this batch in the contrastive loss: a graph for the tag loss to join
+            loss = 0.0 * emb.sum()
         if cfg.aux_weight:  # image-side supervision: every image, whatever its caption says
             loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(tagger(emb), tags[idx])
         opt.zero_grad(set_to_none=True)
