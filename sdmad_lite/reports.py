@@ -50,7 +50,7 @@ def sign_recall_at_k(image_emb: torch.Tensor, drawn: list[list[str]], names: lis
     return out
 
 
-#: the phantom seeds of the zero-shot report's held-out sets (``seed`` + base): ``evaluation`` is chapter 4's
+#: the phantom seeds of the zero-shot report's held-out sets (``seed`` + base); ``evaluation`` is chapter 4's
 #: table; ``development`` holds calibration phantoms that no table of the book uses (disjoint from the
 #: evaluation sets 900_001 / 900_002, the development task sets 700_001 / 700_002 and chapter 4's 50_000 + seed)
 REPORT_SEED_BASE = {"evaluation": 50_000, "development": 720_000}

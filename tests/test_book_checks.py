@@ -99,3 +99,29 @@ def test_browser_check_catches_a_missing_figure(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(chk, "ROOT", agg)
     assert chk.check(agg / "_build" / "html", tmp_path / "s3") == 1
     assert "MPLBACKEND=Agg" in capsys.readouterr().out
+
+
+def test_no_doc_comment_of_the_api_page_reads_as_a_type():
+    """Napoleon reads a documented attribute's first line ``x: y`` as *type* ``x``, and the book's nitpicky
+    build then fails on an unknown type (it happened twice, e.g. ``#: chapter 14 — ... (signs/noise.py): ...``).
+    Every ``#:`` doc comment of a module that book/api.md renders with autodoc must parse with no type."""
+    import re
+
+    napoleon = pytest.importorskip("sphinx.ext.napoleon")
+    from sphinx.pycode import ModuleAnalyzer
+
+    api = (ROOT / "book" / "api.md").read_text()
+    modules = re.findall(r"^\.\. automodule:: (\S+)", api, flags=re.M)
+    assert len(modules) > 20, "book/api.md lists its modules with '.. automodule::'"
+    excluded = set(re.findall(r":exclude-members: (.+)", api))
+    excluded = {x.strip() for line in excluded for x in line.split(",")}
+    bad = []
+    for mod in modules:
+        for (cls, name), lines in ModuleAnalyzer.for_module(mod).find_attr_docs().items():
+            if name in excluded or name.startswith("_"):
+                continue
+            parsed = napoleon.GoogleDocstring(list(lines), napoleon.Config(), what="attribute" if cls else "data",
+                                              name=f"{mod}.{name}").lines()
+            if any(line.startswith(":type:") for line in parsed):
+                bad.append(f"{mod}.{cls + '.' if cls else ''}{name}: {lines[0]!r}")
+    assert not bad, "doc comments napoleon reads as 'type: text' (reword without 'x: y'):\n" + "\n".join(bad)

@@ -24,7 +24,7 @@ from .phantoms.world import PhantomDataset
 
 #: seeds of the fixed phantom sets (every run, every seed, evaluates on the same test images)
 TEST_SEED, POOL_SEED = 900_001, 900_002
-#: the development world (``data.world: development``): other phantoms, never in a table of the book,
+#: the development world (``data.world: development``), other phantoms, never in a table of the book,
 #: for design choices and calibration
 DEV_TEST_SEED, DEV_POOL_SEED = 700_001, 700_002
 

@@ -155,7 +155,7 @@ BRAIN = ModalitySpec(
 
 MODALITIES: dict[str, ModalitySpec] = {m.name: m for m in (CHEST, OCT, BRAIN)}
 
-#: the pair worlds (``pairs0`` … ``pairs3``): two categories of three chest signs each; Finding B takes
+#: the pair worlds (``pairs0`` … ``pairs3``), two categories of three chest signs each; Finding B takes
 #: its first ``n`` signs from Finding A, the rest of its own — the overlap is the only thing that changes
 PAIR_SIGNS = (("large_round_opacity", "lobulated_margin", "calcified_focus"),
               ("reticular_pattern", "costophrenic_blunting", "vascular_redistribution"))
