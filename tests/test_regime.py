@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sdmad_lite.models import captions as C
-from sdmad_lite.models.pretrain import PretrainConfig, _render_chunk, sign_captioned
+from sdmad_lite.models.pool import _render_chunk
+from sdmad_lite.models.pretrain import PretrainConfig, sign_captioned
 
 NORMAL = []  # a normal image: no sign
 SIGNS = ["costophrenic_blunting", "meniscus_opacity", "mediastinal_shift"]
@@ -123,23 +124,25 @@ def test_the_card_command_rebuilds_the_recipe():
 
     from sdmad_lite.cli import models as cli
 
-    cfg = PretrainConfig(steps=300, pool_per_modality=900, aux_weight=0.5, radiological_share=0.2,
-                         sign_caption_share=0.6, extra_uncaptioned=("air_bronchogram", "calcified_focus"),
-                         scanner_shift=0.3, scanner_seed=5, normal_anatomy=False, plain_captions=False, warmup=40)
-    cmd = cfg.command(threads=1)
-    parser = argparse.ArgumentParser()
-    cli.add_subcommands(parser.add_subparsers())
-    args = parser.parse_args(shlex.split(cmd)[1:])
-    captured = {}
     import sdmad_lite.cli.models as mod
 
-    real = mod.pretrain
-    mod.pretrain = lambda c, out, snapshots=(): captured.setdefault("cfg", c)
-    try:
-        args.func(args)
-    finally:
-        mod.pretrain = real
-    assert asdict(captured["cfg"]) == asdict(cfg) and args.threads == 1
+    parser = argparse.ArgumentParser()
+    cli.add_subcommands(parser.add_subparsers())
+    recipes = [PretrainConfig(steps=300, pool_per_modality=900, aux_weight=0.5, radiological_share=0.2,
+                              sign_caption_share=0.6, extra_uncaptioned=("air_bronchogram", "calcified_focus"),
+                              scanner_shift=0.3, scanner_seed=5, normal_anatomy=False, plain_captions=False, warmup=40),
+               PretrainConfig(steps=40, aux_weight=0.0, radiological_share=0.3, image_from="shipped-oracle")]
+    assert "--image-from" not in recipes[0].command() and "--image-from shipped-oracle" in recipes[1].command()
+    for cfg in recipes:
+        args = parser.parse_args(shlex.split(cfg.command(threads=1))[1:])
+        captured = {}
+        real = mod.pretrain
+        mod.pretrain = lambda c, out, snapshots=(): captured.setdefault("cfg", c)
+        try:
+            args.func(args)
+        finally:
+            mod.pretrain = real
+        assert asdict(captured["cfg"]) == asdict(cfg) and args.threads == 1
     default = PretrainConfig().command()
     assert "--no-negated-captions --normal-anatomy" in default and "--radiological-share 1.0" in default
 
@@ -195,11 +198,36 @@ def test_without_plain_captions_only_sign_captioned_images_are_contrasted(tmp_pa
     assert ckpt.exists() and "--no-plain-captions" in card["command"] and card["sign_captioned_images"] == 0
 
 
+def test_locked_image_tuning_keeps_the_image_tower_and_trains_the_text_tower(tmp_path):
+    """``image_from``: the image tower is the given checkpoint's, unchanged by training; the text tower is trained;
+    the card names the source and its checksum, and its command rebuilds the recipe."""
+    import torch
+
+    from sdmad_lite.io import sha256_file
+    from sdmad_lite.models.checkpoints import PHANTOMCLIP_ORACLE
+    from sdmad_lite.models.pretrain import pretrain
+
+    with pytest.raises(ValueError, match="aux_weight 0"):
+        PretrainConfig(image_from="shipped-oracle", aux_weight=1.0)
+    kw = dict(steps=3, batch_size=6, pool_per_modality=2, render_size=64, workers=1, warmup=1, aux_weight=0.0,
+              image_from="shipped-oracle")
+    ckpt = pretrain(PretrainConfig(**kw), tmp_path, log=lambda *a: None)
+    got, src = torch.load(ckpt, weights_only=True), torch.load(PHANTOMCLIP_ORACLE, weights_only=True)
+    visual = [k for k in src if k.startswith("visual.")]
+    assert visual and all(torch.equal(got[k], src[k]) for k in visual)
+    text = [k for k in src if k.startswith("transformer.")]
+    assert not all(torch.equal(got[k], src[k]) for k in text)  # a fresh text tower, trained: not the oracle's
+    card = json.loads((tmp_path / "phantomclip-tiny.card.json").read_text())
+    assert card["image_from"] == {"checkpoint": "shipped-oracle", "sha256": sha256_file(PHANTOMCLIP_ORACLE)}
+    assert "--image-from shipped-oracle" in card["command"] and card["recipe"]["image_from"] == "shipped-oracle"
+
+
 def test_stop_after_equals_the_snapshot_of_the_long_run(tmp_path):
     """``stop_after`` N trains the first N steps of the schedule: the weights a ``snapshots`` run writes after step N."""
     import torch
 
-    from sdmad_lite.models.pretrain import pretrain, render_pool
+    from sdmad_lite.models.pool import render_pool
+    from sdmad_lite.models.pretrain import pretrain
 
     kw = dict(steps=4, batch_size=4, pool_per_modality=2, render_size=64, workers=1, warmup=1, sign_caption_share=0.5)
     pool = render_pool(PretrainConfig(**kw), 128)

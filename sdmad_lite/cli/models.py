@@ -26,7 +26,7 @@ def _pretrain(args: argparse.Namespace) -> int:
                              radiological_share=args.radiological_share, sign_caption_share=args.sign_caption_share,
                              extra_uncaptioned=tuple(args.uncaptioned), scanner_shift=args.scanner_shift,
                              scanner_seed=args.scanner_seed, negated_captions=args.negated_captions,
-                             normal_anatomy=args.normal_anatomy, plain_captions=args.plain_captions,
+                             normal_anatomy=args.normal_anatomy, plain_captions=args.plain_captions, image_from=args.image_from,
                              stop_after=args.stop_after)
     except ValueError as e:
         raise SystemExit(f"sdmad pretrain-phantomclip: {e}") from None
@@ -100,6 +100,9 @@ def add_subcommands(sub) -> None:
                    help="the old normal caption '... with no abnormal finding' (inverts the anchor)")
     k.add_argument("--normal-anatomy", action=argparse.BooleanOptionalAction, default=d.normal_anatomy,
                    help="some normal captions describe the normal anatomy in positive words")
+    k.add_argument("--image-from", default=None, metavar="CHECKPOINT",
+                   help="keep this checkpoint's image tower, frozen (a shipped name such as shipped-oracle, or a file), "
+                        "and train the text tower from scratch (locked-image tuning)")
     k.add_argument("--plain-captions", action=argparse.BooleanOptionalAction, default=d.plain_captions,
                    help="images without sign captions are in the contrastive loss, captioned with the modality "
                         "alone (--no-plain-captions: tag loss only)")

@@ -29,6 +29,9 @@ sandbox must be in"); every knob is a field of :class:`PretrainConfig` and an op
   text tower learns the words from a share of the images only;
 - ``plain_captions`` (on): the images without sign captions are in the contrastive loss, captioned with
   the modality alone; sharing one caption key, they are pulled together. Off: the tag loss alone;
+- ``image_from`` (none): a checkpoint (shipped name or file) whose image tower is kept, frozen, while the
+  text tower learns from scratch (locked-image tuning, LiT; Zhai et al. 2022): image features as good as
+  that checkpoint's, words learnt only as far as ``steps`` and the captions teach them;
 - ``extra_uncaptioned`` (none): signs never described, on top of ``captions.UNCAPTIONED``;
 - ``scanner_shift`` / ``scanner_seed`` (0): a source-domain scanner (``data/phantoms/scanner.py``)
   that every pretraining image passes through, so the task's (unshifted) images are another domain;
@@ -49,21 +52,20 @@ import os
 import platform
 import resource
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..data.phantoms.catalogue import MODALITIES
-from ..data.phantoms.world import PhantomDataset
 from ..io import atomic_write, sha256_file
 from ..seeding import rng as derived_rng, seed_everything
 from . import backbone as bb
+from .checkpoints import shipped_checkpoint
 from .captions import PLAIN_KEY, UNCAPTIONED, CaptionStyle, caption, caption_key, plain_caption
+from .pool import augment, render_pool
 
 
 @dataclass
@@ -88,6 +90,7 @@ class PretrainConfig:
     negated_captions: bool = False
     normal_anatomy: bool = True
     plain_captions: bool = True  # images without sign captions: in the contrastive loss, captioned "a chest x-ray"
+    image_from: str | None = None  # a checkpoint whose image tower is kept, frozen (locked-image tuning)
     stop_after: int | None = None  # train only the first N steps of the ``steps``-step schedule (None: all)
 
     def __post_init__(self) -> None:
@@ -96,6 +99,9 @@ class PretrainConfig:
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self.style()  # unknown sign ids fail here
+        if self.image_from and self.aux_weight:
+            raise ValueError("image_from keeps the image tower frozen, so the caption-tag loss would train nothing that "
+                             "is kept: set aux_weight 0")
         if self.stop_after is not None and not 1 <= int(self.stop_after) <= self.steps:
             raise ValueError(f"stop_after must be in [1, steps={self.steps}], got {self.stop_after}")
 
@@ -115,58 +121,13 @@ class PretrainConfig:
                  f"--scanner-shift {self.scanner_shift}", f"--scanner-seed {self.scanner_seed}",
                  flag(self.negated_captions, "negated-captions"), flag(self.normal_anatomy, "normal-anatomy"),
                  flag(self.plain_captions, "plain-captions")]
+        if self.image_from:
+            parts.append(f"--image-from {self.image_from}")
         if self.stop_after is not None:
             parts.append(f"--stop-after {self.stop_after}")
         if threads:
             parts.append(f"--threads {threads}")
         return "sdmad pretrain-phantomclip " + " ".join(parts) + " --out DIR"
-
-
-def render_pool(cfg: PretrainConfig, image_size: int) -> dict:
-    """Render ``pool_per_modality`` phantoms of each modality, resized to ``image_size``."""
-    jobs = [(m, cfg.pool_per_modality, cfg.seed + k, cfg.render_size, image_size, cfg.normal_fraction)
-            for k, m in enumerate(MODALITIES)]
-    shift = (cfg.scanner_shift, cfg.scanner_seed)
-    if cfg.workers > 1:
-        chunks = [(m, n, s, rs, im, nf, lo, min(n, lo + 250), shift) for (m, n, s, rs, im, nf) in jobs for lo in range(0, n, 250)]
-        with ProcessPoolExecutor(cfg.workers) as ex:
-            parts = list(ex.map(_render_chunk, chunks))
-    else:
-        parts = [_render_chunk((m, n, s, rs, im, nf, 0, n, shift)) for (m, n, s, rs, im, nf) in jobs]
-    return {
-        "images": np.concatenate([p["images"] for p in parts]),
-        "modality": [m for p in parts for m in p["modality"]],
-        "signs": [s for p in parts for s in p["signs"]],
-    }
-
-
-def _render_chunk(job) -> dict:
-    modality, n, seed, render_size, image_size, normal_fraction, lo, hi, (shift, shift_seed) = job
-    ds = PhantomDataset(modality, n, seed=seed, size=render_size, normal_fraction=normal_fraction,
-                        shift=shift, shift_seed=shift_seed)  # shift 0: the task's own style
-    imgs, signs = [], []
-    for i in range(lo, hi):
-        s = ds[i]
-        im = Image.fromarray(s["image"]).resize((image_size, image_size), Image.BICUBIC)
-        imgs.append(np.asarray(im, dtype=np.uint8))
-        signs.append(sorted(s["signs"]))
-    return {"images": np.stack(imgs), "modality": [modality] * len(imgs), "signs": signs}
-
-
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Light augmentation of a float batch (B, 1, S, S) in [0, 1]: shift/scale, contrast, gamma."""
-    b = x.shape[0]
-    scale = 1 + (torch.rand(b, generator=g) - 0.5) * 0.16
-    shift = (torch.rand(b, 2, generator=g) - 0.5) * 0.12
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    gamma = torch.exp((torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.4)
-    contrast = 1 + (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.3
-    x = x.clamp(1e-4, 1) ** gamma
-    return ((x - 0.5) * contrast + 0.5).clamp(0, 1)
 
 
 def soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, keys: list, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -197,6 +158,17 @@ def contrastive_rows(cfg: PretrainConfig, has: torch.Tensor) -> list[int]:
     return list(range(len(has))) if cfg.plain_captions else has.nonzero().flatten().tolist()
 
 
+def encode_pool(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Image embeddings of the pool (uint8, N × S × S) by ``model``'s (frozen) image tower, without augmentation."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model.encode_image(((images[i:i + batch].float()[:, None] / 255.0).expand(-1, 3, -1, -1) - mean) / std)
+                         for i in range(0, len(images), batch)])
+    model.train(was)
+    return out
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: print(*a, flush=True),
              pool: dict | None = None, snapshots: tuple[int, ...] = ()) -> Path:
     """Pretrain PhantomCLIP-tiny from scratch and write ``phantomclip-tiny.pt`` + card to ``out_dir``.
@@ -211,6 +183,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
     seed_everything(cfg.seed)
     model_bb = bb.load(bb.PHANTOMCLIP, pretrained=None)
     model = model_bb.model.train().requires_grad_(True)
+    if cfg.image_from:  # locked-image tuning: that checkpoint's image tower, frozen; the text tower from scratch
+        source = bb.load(bb.PHANTOMCLIP, pretrained=cfg.image_from).model.state_dict()
+        model.load_state_dict({k: v for k, v in source.items() if k.startswith("visual.")}, strict=False)
+        model.visual.requires_grad_(False)
     s = model_bb.image_size
     given = pool is not None
     if not given:
@@ -232,7 +208,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
                 tags[i, tag_index[t]] = 1
     tagger = torch.nn.Linear(model_bb.embed_dim, len(tag_names))
     decay, no_decay = list(tagger.parameters()), []
-    for name, p in model.named_parameters():
+    for name, p in ((name, p) for name, p in model.named_parameters() if p.requires_grad):
         (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -241,18 +217,21 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
     cap_rng = derived_rng(cfg.seed, "captions")
     mean = torch.tensor(model_bb.mean).view(1, 3, 1, 1)
     std = torch.tensor(model_bb.std).view(1, 3, 1, 1)
+    locked = encode_pool(model, images, mean, std) if cfg.image_from else None  # the frozen tower's, unaugmented
     history = []
     trained = cfg.steps if cfg.stop_after is None else int(cfg.stop_after)
     for step in range(trained):
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
-        x = augment(images[idx].float()[:, None] / 255.0, g)
-        x = (x.expand(-1, 3, -1, -1) - mean) / std
         mods = [pool["modality"][i] for i in idx.tolist()]
         sgn = [pool["signs"][i] for i in idx.tolist()]
         has = said[idx]
         texts = [caption(m, si, cap_rng, style) if h else plain_caption(m, cap_rng) for m, si, h in zip(mods, sgn, has.tolist())]
         keys = [caption_key(m, si, style.uncaptioned) if h else (m, PLAIN_KEY) for m, si, h in zip(mods, sgn, has.tolist())]
-        emb = model.encode_image(x)
+        if locked is None:
+            x = augment(images[idx].float()[:, None] / 255.0, g)
+            emb = model.encode_image((x.expand(-1, 3, -1, -1) - mean) / std)
+        else:
+            emb = locked[idx]
         rows = contrastive_rows(cfg, has)
         if len(rows) >= 2:  # all rows (the shipped recipes): emb itself, the first recipes' arithmetic bit for bit
             img = F.normalize(emb if len(rows) == len(texts) else emb[rows], dim=-1)
@@ -285,6 +264,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
         "uncaptioned_signs": sorted(style.uncaptioned),
         "sign_captioned_images": int(said.sum()),
         "pool_images": n,
+        "image_from": None if not cfg.image_from else {
+            "checkpoint": cfg.image_from, "sha256": sha256_file(shipped_checkpoint(cfg.image_from) or Path(cfg.image_from))},
         "loss_history": history,
         "wall_time_s": round(time.time() - t0, 1),
         "cpu_time_s": round(_cpu_seconds() - c0, 1),  # this process and its rendering workers: less sensitive to a busy machine
