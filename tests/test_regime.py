@@ -196,6 +196,23 @@ def test_without_plain_captions_only_sign_captioned_images_are_contrasted(tmp_pa
     ckpt = pretrain(PretrainConfig(**kw), tmp_path, log=lambda *a: None)
     card = json.loads((tmp_path / "phantomclip-tiny.card.json").read_text())
     assert ckpt.exists() and "--no-plain-captions" in card["command"] and card["sign_captioned_images"] == 0
+    got, init = torch.load(ckpt, weights_only=True), _initial_weights(PretrainConfig(**kw).seed)
+    text = [k for k in init if not k.startswith("visual.")]  # the text tower and logit scale: in no loss, untouched
+    assert text and all(torch.equal(got[k], init[k]) for k in text)
+    assert not all(torch.equal(got[k], init[k]) for k in init if k.startswith("visual."))  # the tag loss trained it
+    with pytest.raises(ValueError, match="nothing would train"):
+        PretrainConfig(sign_caption_share=0.0, plain_captions=False, aux_weight=0.0)
+
+
+def _initial_weights(seed: int) -> dict:
+    """The float16 state of the model ``pretrain`` starts from with ``seed`` (as it saves them)."""
+    import torch
+
+    from sdmad_lite.models import backbone as bb
+    from sdmad_lite.seeding import seed_everything
+
+    seed_everything(seed)
+    return {k: (v.half() if torch.is_floating_point(v) else v) for k, v in bb.load(bb.PHANTOMCLIP, pretrained=None).model.state_dict().items()}
 
 
 def test_locked_image_tuning_keeps_the_image_tower_and_trains_the_text_tower(tmp_path):
@@ -215,8 +232,12 @@ def test_locked_image_tuning_keeps_the_image_tower_and_trains_the_text_tower(tmp
     got, src = torch.load(ckpt, weights_only=True), torch.load(PHANTOMCLIP_ORACLE, weights_only=True)
     visual = [k for k in src if k.startswith("visual.")]
     assert visual and all(torch.equal(got[k], src[k]) for k in visual)
+    init = _initial_weights(PretrainConfig(**kw).seed)
     text = [k for k in src if k.startswith("transformer.")]
-    assert not all(torch.equal(got[k], src[k]) for k in text)  # a fresh text tower, trained: not the oracle's
+    assert not any(torch.equal(got[k], src[k]) for k in text if got[k].ndim == 2)  # a fresh text tower, not the oracle's
+    assert not all(torch.equal(got[k], init[k]) for k in text)  # ... and trained
+    few = dict(kw, steps=2, sign_caption_share=0.2, plain_captions=False)  # batches with < 2 captioned images: no step
+    assert pretrain(PretrainConfig(**few), tmp_path / "few", log=lambda *a: None).exists()
     card = json.loads((tmp_path / "phantomclip-tiny.card.json").read_text())
     assert card["image_from"] == {"checkpoint": "shipped-oracle", "sha256": sha256_file(PHANTOMCLIP_ORACLE)}
     assert "--image-from shipped-oracle" in card["command"] and card["recipe"]["image_from"] == "shipped-oracle"

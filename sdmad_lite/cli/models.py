@@ -102,7 +102,7 @@ def add_subcommands(sub) -> None:
                    help="some normal captions describe the normal anatomy in positive words")
     k.add_argument("--image-from", default=None, metavar="CHECKPOINT",
                    help="keep this checkpoint's image tower, frozen (a shipped name such as shipped-oracle, or a file), "
-                        "and train the text tower from scratch (locked-image tuning)")
+                        "and train the text tower from scratch (locked-image tuning; with --aux-weight 0)")
     k.add_argument("--plain-captions", action=argparse.BooleanOptionalAction, default=d.plain_captions,
                    help="images without sign captions are in the contrastive loss, captioned with the modality "
                         "alone (--no-plain-captions: tag loss only)")

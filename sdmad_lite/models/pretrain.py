@@ -51,6 +51,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,7 +102,10 @@ class PretrainConfig:
         self.style()  # unknown sign ids fail here
         if self.image_from and self.aux_weight:
             raise ValueError("image_from keeps the image tower frozen, so the caption-tag loss would train nothing that "
-                             "is kept: set aux_weight 0")
+                             "is kept: set aux_weight 0 (--aux-weight 0)")
+        if not self.plain_captions and self.sign_caption_share == 0 and not self.aux_weight:
+            raise ValueError("with no sign captions, no plain captions and no tag loss nothing would train: raise "
+                             "sign_caption_share, turn plain_captions on or give the tag loss a weight")
         if self.stop_after is not None and not 1 <= int(self.stop_after) <= self.steps:
             raise ValueError(f"stop_after must be in [1, steps={self.steps}], got {self.stop_after}")
 
@@ -122,7 +126,7 @@ class PretrainConfig:
                  flag(self.negated_captions, "negated-captions"), flag(self.normal_anatomy, "normal-anatomy"),
                  flag(self.plain_captions, "plain-captions")]
         if self.image_from:
-            parts.append(f"--image-from {self.image_from}")
+            parts.append(f"--image-from {shlex.quote(str(self.image_from))}")
         if self.stop_after is not None:
             parts.append(f"--stop-after {self.stop_after}")
         if threads:
@@ -171,9 +175,10 @@ def encode_pool(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tens
 
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: print(*a, flush=True),
              pool: dict | None = None, snapshots: tuple[int, ...] = ()) -> Path:
-    """Pretrain PhantomCLIP-tiny from scratch and write ``phantomclip-tiny.pt`` + card to ``out_dir``.
+    """Pretrain PhantomCLIP-tiny (from scratch, or its text tower on the kept image tower of ``cfg.image_from``)
+    and write ``phantomclip-tiny.pt`` + card to ``out_dir``.
 
-    ``pool``: the output of :func:`render_pool` for this ``cfg`` when it was rendered already (several
+    ``pool``: the output of :func:`~sdmad_lite.models.pool.render_pool` for this ``cfg`` when it was rendered already (several
     recipes on one pool); the card then says so and its wall time leaves the rendering out.
     ``snapshots``: steps after which the weights are also written (``phantomclip-tiny-step{N}.pt``, no
     card): the trajectory of one run, for calibration. They do not change the run."""
@@ -184,6 +189,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
     model_bb = bb.load(bb.PHANTOMCLIP, pretrained=None)
     model = model_bb.model.train().requires_grad_(True)
     if cfg.image_from:  # locked-image tuning: that checkpoint's image tower, frozen; the text tower from scratch
+        source_sha = sha256_file(shipped_checkpoint(cfg.image_from) or Path(cfg.image_from))
         source = bb.load(bb.PHANTOMCLIP, pretrained=cfg.image_from).model.state_dict()
         model.load_state_dict({k: v for k, v in source.items() if k.startswith("visual.")}, strict=False)
         model.visual.requires_grad_(False)
@@ -237,14 +243,15 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
             img = F.normalize(emb if len(rows) == len(texts) else emb[rows], dim=-1)
             txt = F.normalize(model_bb.text_forward(model_bb.tokenizer([texts[i] for i in rows])), dim=-1)
             loss = soft_clip_loss(img, txt, [keys[i] for i in rows], model.logit_scale.exp().clamp(max=100))
-        else:  # no image of this batch in the contrastive loss: a graph for the tag loss to join
-            loss = 0.0 * emb.sum()
+        else:  # no image of this batch in the contrastive loss
+            loss = emb.new_zeros(())
         if cfg.aux_weight:  # image-side supervision: every image, whatever its caption says
             loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(tagger(emb), tags[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(tagger.parameters()), 1.0)
-        opt.step()
+        if loss.requires_grad:  # else nothing in this batch teaches anything: no step, the schedule moves on
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(tagger.parameters()), 1.0)
+            opt.step()
         sched.step()
         if step + 1 in snapshots:
             snap = {k: (v.detach().half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
@@ -265,7 +272,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
         "sign_captioned_images": int(said.sum()),
         "pool_images": n,
         "image_from": None if not cfg.image_from else {
-            "checkpoint": cfg.image_from, "sha256": sha256_file(shipped_checkpoint(cfg.image_from) or Path(cfg.image_from))},
+            "checkpoint": cfg.image_from, "sha256": source_sha},
         "loss_history": history,
         "wall_time_s": round(time.time() - t0, 1),
         "cpu_time_s": round(_cpu_seconds() - c0, 1),  # this process and its rendering workers: less sensitive to a busy machine
