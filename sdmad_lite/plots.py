@@ -41,7 +41,7 @@ def prose(name: str) -> str:
     """How a sentence names ``name``, a method or its label (the registry's ``prose``: "the frozen sign
     prompts" where a table prints "zero-shot, expert signs"); any other name unchanged."""
     m = REGISTRY.get(name) or next((m for m in REGISTRY.values() if m.label == name), None)
-    return m.prose if m is not None and m.prose else name
+    return m.prose if m is not None else name  # the registry's prose defaults to the label
 
 
 def readable(df: pd.DataFrame, column: str = "method") -> pd.DataFrame:
