@@ -202,6 +202,8 @@ def main(argv=None) -> int:
                     help="anchor prompt-subset table of these checkpoints instead (writes anchor_inversion.csv)")
     ap.add_argument("--out", default=None, help="CSV file (default: resources/results/calibration.csv or "
                     "anchor_inversion.csv; '' : print only)")
+    ap.add_argument("--append", action="store_true", help="keep the rows of --out's other checkpoints (a checkpoint "
+                    "measured again replaces its rows); the .meta lists every run that wrote rows (recipe_search.csv)")
     args = ap.parse_args(argv)
     t0 = time.time()
     log = lambda *a: print(*a, flush=True)  # noqa: E731
@@ -237,6 +239,7 @@ def main(argv=None) -> int:
                 r["k4_margin_ok"] = r["k4_margin"] >= MARGIN
             rows.append(r)
     df = pd.DataFrame(rows)
+    df, earlier = appended(Path(args.out), df, checkpoints) if args.append and args.out else (df, None)
     text = table(df)
     print(text)
     if args.out:
@@ -247,16 +250,30 @@ def main(argv=None) -> int:
             "bands": {m: {k: band_text(v) for k, v in b.items()} for m, b in BANDS.items()},
             "k4_margin_band": f">= {MARGIN:g}", "table": text,
             "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)",
-            "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)"})
+            "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)"},
+            earlier)
         log(f"wrote {out} and {out.with_suffix('.meta')} in {time.time() - t0:.0f} s")
     return 0
 
 
-def _write_meta(out: Path, argv, df, args, t0: float, extra: dict) -> None:
+def appended(out: Path, df: pd.DataFrame, checkpoints: list[str]) -> tuple[pd.DataFrame, dict | None]:
+    """``--append``: ``df`` after the rows of ``out`` whose checkpoint is not measured again, and the meta of
+    ``out`` (None when there is no ``out`` yet)."""
+    if not out.is_file():
+        return df, None
+    from sdmad_lite.results import read_meta
+
+    old = pd.read_csv(out)
+    return pd.concat([old[~old.checkpoint.astype(str).isin(checkpoints)], df], ignore_index=True), read_meta(out)
+
+
+def _write_meta(out: Path, argv, df, args, t0: float, extra: dict, earlier: dict | None = None) -> None:
     from sdmad_lite.cache import code_fingerprint
 
     cards = {}
-    for ck in {str(c) for c in df["checkpoint"]}:
+    kept = {str(c) for c in df["checkpoint"]}
+    measured = kept if earlier is None else {c.strip() for c in args.checkpoints.split(",") if c.strip()}
+    for ck in sorted(measured):
         from sdmad_lite.models.checkpoints import SHIPPED, SHIPPED_ALIASES
 
         name = SHIPPED_ALIASES.get(ck, ck)
@@ -270,6 +287,10 @@ def _write_meta(out: Path, argv, df, args, t0: float, extra: dict) -> None:
                                                                      *(argv if argv is not None else sys.argv[1:])]),
             "date": dt.date.today().isoformat(), "code": code_fingerprint(), "rows": len(df), "settings": vars(args),
             "checkpoints": cards, "wall_time_s": round(time.time() - t0, 1), **extra}
+    if earlier is not None:  # --append: the earlier runs that wrote the rows kept, newest last
+        runs = earlier.get("runs") or [{k: earlier.get(k) for k in ("command", "date", "code", "wall_time_s")}]
+        meta["runs"] = [*runs, {k: meta[k] for k in ("command", "date", "code", "wall_time_s")}]
+        meta["checkpoints"] = {ck: c for ck, c in {**earlier.get("checkpoints", {}), **cards}.items() if ck in kept}
     out.with_suffix(".meta").write_text(json.dumps(meta, indent=1) + "\n")
 
 

@@ -60,7 +60,8 @@ def test_shipped_checkpoint_loads_offline_and_matches_its_card():
 
 
 def test_the_partial_default_and_the_oracle_contrast_ship_with_their_recipes():
-    """The default checkpoint is the partial regime (short, no caption-tag loss); the oracle is the full recipe."""
+    """The default checkpoint is the partial regime: the oracle's image tower, frozen, under a text tower trained
+    briefly on lay-vocabulary captions; the oracle is the full recipe (caption-tag loss, the bank's words)."""
     import json
 
     from sdmad_lite.io import sha256_file
@@ -70,7 +71,10 @@ def test_the_partial_default_and_the_oracle_contrast_ship_with_their_recipes():
     oracle = json.loads(bb.PHANTOMCLIP_ORACLE_CARD.read_text())
     assert partial["recipe"]["aux_weight"] == 0.0 and "--aux-weight 0.0" in partial["command"]
     assert oracle["recipe"]["aux_weight"] > 0 and oracle["recipe"]["steps"] > partial["recipe"]["steps"]
+    assert partial["recipe"]["radiological_share"] == 0.0 and oracle["recipe"]["radiological_share"] == 1.0
+    assert partial["image_from"] == {"checkpoint": "shipped-oracle", "sha256": oracle["sha256"]}
     assert sha256_file(bb.PHANTOMCLIP_ORACLE) == oracle["sha256"] and bb.PHANTOMCLIP_ORACLE.stat().st_size < 20e6
     a, b = bb.load("phantomclip-tiny", "shipped-oracle"), bb.load("phantomclip-tiny", "default")
-    assert a.key != b.key and not torch.equal(a.model.visual.proj, b.model.visual.proj)
+    assert a.key != b.key and not torch.equal(a.model.text_projection, b.model.text_projection)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.visual.state_dict().values(), b.model.visual.state_dict().values()))
     assert bb.load("phantomclip-tiny", "shipped-partial").key == b.key

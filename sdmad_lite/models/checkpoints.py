@@ -15,9 +15,10 @@ from ..errors import SdmadError
 PHANTOMCLIP = "phantomclip-tiny"
 MODELS_DIR = Path(__file__).resolve().parent
 PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
-#: the default checkpoint, the *partial* regime (DESIGN.md, "The regime the sandbox must be in"), a short
-#: pretraining (250 steps, no caption-tag loss) that knows the medical signs only partly, calibrated to the
-#: published zero-shot figures (``benchmarks/calibrate_regime.py``, ``resources/results/calibration.csv``)
+#: the default checkpoint, the *partial* regime (DESIGN.md, "The regime the sandbox must be in"): the oracle's
+#: image tower, frozen, under a text tower trained 20 steps on lay-vocabulary captions (locked-image tuning);
+#: it knows the medical signs only partly, calibrated to the published zero-shot figures and the k = 4 margin
+#: (``benchmarks/calibrate_regime.py``, ``resources/results/calibration.csv``)
 PHANTOMCLIP_CHECKPOINT = MODELS_DIR / f"{PHANTOMCLIP}.pt"
 PHANTOMCLIP_CARD = MODELS_DIR / f"{PHANTOMCLIP}.card.json"
 #: the contrast, the *oracle* regime, every captioned sign in the sign bank's words, the full recipe
