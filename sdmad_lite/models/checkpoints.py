@@ -15,7 +15,7 @@ from ..errors import SdmadError
 PHANTOMCLIP = "phantomclip-tiny"
 MODELS_DIR = Path(__file__).resolve().parent
 PHANTOMCLIP_CONFIG_FILE = MODELS_DIR / f"{PHANTOMCLIP}.json"
-#: the default checkpoint, the *partial* regime (DESIGN.md, "The regime the sandbox must be in"): the oracle's
+#: the default checkpoint, the *partial* regime (DESIGN.md, "The regime the sandbox must be in"), the oracle's
 #: image tower, frozen, under a text tower trained 20 steps on lay-vocabulary captions (locked-image tuning);
 #: it knows the medical signs only partly, calibrated to the published zero-shot figures and the k = 4 margin
 #: (``benchmarks/calibrate_regime.py``, ``resources/results/calibration.csv``)
