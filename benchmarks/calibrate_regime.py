@@ -251,7 +251,7 @@ def main(argv=None) -> int:
             "k4_margin_band": f">= {MARGIN:g}", "table": text,
             "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)",
             "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)"},
-            earlier)
+            earlier, checkpoints if earlier is not None else None)
         log(f"wrote {out} and {out.with_suffix('.meta')} in {time.time() - t0:.0f} s")
     return 0
 
@@ -267,13 +267,14 @@ def appended(out: Path, df: pd.DataFrame, checkpoints: list[str]) -> tuple[pd.Da
     return pd.concat([old[~old.checkpoint.astype(str).isin(checkpoints)], df], ignore_index=True), read_meta(out)
 
 
-def _write_meta(out: Path, argv, df, args, t0: float, extra: dict, earlier: dict | None = None) -> None:
+def _write_meta(out: Path, argv, df, args, t0: float, extra: dict, earlier: dict | None = None,
+                measured: list[str] | None = None) -> None:
+    """``earlier``/``measured`` (``--append``): the meta of the rows kept and the checkpoints this run measured."""
     from sdmad_lite.cache import code_fingerprint
 
     cards = {}
     kept = {str(c) for c in df["checkpoint"]}
-    measured = kept if earlier is None else {c.strip() for c in args.checkpoints.split(",") if c.strip()}
-    for ck in sorted(measured):
+    for ck in sorted(kept if measured is None else measured):
         from sdmad_lite.models.checkpoints import SHIPPED, SHIPPED_ALIASES
 
         name = SHIPPED_ALIASES.get(ck, ck)

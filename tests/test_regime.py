@@ -290,7 +290,7 @@ def test_calibration_append_keeps_the_other_checkpoints_rows_and_every_run(tmp_p
         df = pd.DataFrame([{"checkpoint": ck, "modality": "chest", "zs_names": value} for ck in checkpoints])
         df, earlier = cal.appended(out, df, checkpoints)
         df.to_csv(out, index=False)
-        cal._write_meta(out, argv, df, argparse.Namespace(checkpoints=",".join(checkpoints)), 0.0, {}, earlier)
+        cal._write_meta(out, argv, df, argparse.Namespace(), 0.0, {}, earlier, checkpoints if earlier is not None else None)
 
     run(["shipped", "/x/a.pt"], 1.0, ["--checkpoints", "shipped,/x/a.pt"])
     run(["/x/a.pt", "/x/b.pt"], 2.0, ["--checkpoints", "/x/a.pt,/x/b.pt", "--append"])
