@@ -27,7 +27,7 @@ def _pretrain(args: argparse.Namespace) -> int:
                              extra_uncaptioned=tuple(args.uncaptioned), scanner_shift=args.scanner_shift,
                              scanner_seed=args.scanner_seed, negated_captions=args.negated_captions,
                              normal_anatomy=args.normal_anatomy, plain_captions=args.plain_captions, image_from=args.image_from,
-                             normal_fraction=args.normal_fraction, stop_after=args.stop_after)
+                             stop_after=args.stop_after)
     except ValueError as e:
         raise SystemExit(f"sdmad pretrain-phantomclip: {e}") from None
     if args.threads:
@@ -100,8 +100,6 @@ def add_subcommands(sub) -> None:
                    help="the old normal caption '... with no abnormal finding' (inverts the anchor)")
     k.add_argument("--normal-anatomy", action=argparse.BooleanOptionalAction, default=d.normal_anatomy,
                    help="some normal captions describe the normal anatomy in positive words")
-    k.add_argument("--normal-fraction", type=checks.fraction, default=d.normal_fraction,
-                   help="share of the pool's phantoms drawn normal (captioned as normal)")
     k.add_argument("--image-from", default=None, metavar="CHECKPOINT",
                    help="keep this checkpoint's image tower, frozen (a shipped name such as shipped-oracle, or a file), "
                         "and train the text tower from scratch (locked-image tuning; with --aux-weight 0)")

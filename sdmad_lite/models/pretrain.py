@@ -33,7 +33,6 @@ sandbox must be in"); every knob is a field of :class:`PretrainConfig` and an op
   text tower learns from scratch (locked-image tuning, LiT; Zhai et al. 2022): image features as good as
   that checkpoint's, words learnt only as far as ``steps`` and the captions teach them;
 - ``extra_uncaptioned`` (none): signs never described, on top of ``captions.UNCAPTIONED``;
-- ``normal_fraction`` (0.3): share of the pool's phantoms drawn normal, so of the captions that say "normal";
 - ``scanner_shift`` / ``scanner_seed`` (0): a source-domain scanner (``data/phantoms/scanner.py``)
   that every pretraining image passes through, so the task's (unshifted) images are another domain;
 - ``negated_captions`` (off): the old normal caption "... with no abnormal finding" (the first checkpoints');
@@ -97,7 +96,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.extra_uncaptioned = tuple(sorted(set(self.extra_uncaptioned)))
-        for name in ("radiological_share", "sign_caption_share", "scanner_shift", "normal_fraction"):
+        for name in ("radiological_share", "sign_caption_share", "scanner_shift"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self.style()  # unknown sign ids fail here
@@ -126,8 +125,6 @@ class PretrainConfig:
                  f"--scanner-shift {self.scanner_shift}", f"--scanner-seed {self.scanner_seed}",
                  flag(self.negated_captions, "negated-captions"), flag(self.normal_anatomy, "normal-anatomy"),
                  flag(self.plain_captions, "plain-captions")]
-        if self.normal_fraction != PretrainConfig.normal_fraction:  # the first recipes' commands did not spell it
-            parts.append(f"--normal-fraction {self.normal_fraction}")
         if self.image_from:
             parts.append(f"--image-from {shlex.quote(str(self.image_from))}")
         if self.stop_after is not None:
