@@ -25,8 +25,9 @@ Writes ``--out`` (default ``sdmad_lite/resources/results/calibration.csv``) and 
 (``$SDMAD_CACHE``); a checkpoint given as a path must not be overwritten between two calls.
 
 ``--anchor-cause ARM=CHECKPOINT,...`` prints instead the anchor AUROC of each checkpoint with subsets
-of the anchor prompts (which prompts invert the anchor) and writes ``anchor_inversion.csv``: the
-measurement behind the anchor fix (``sdmad_lite/models/captions.py``).
+of the anchor prompts, the first negated normal prompt put back where a subset says so (which prompts
+invert the anchor), and writes ``anchor_inversion.csv``: the measurement behind the caption fix
+(``sdmad_lite/models/captions.py``) and behind the positive wording of normal #3 (``signs/templates.yaml``).
 """
 from __future__ import annotations
 
@@ -128,13 +129,23 @@ def k4(checkpoint: str, modality: str, seeds, methods, log, workers: int = 1) ->
     return out
 
 
-#: subsets of the anchor prompts (indices into templates.yaml's abnormal / normal lists of a modality)
+#: the negated normal prompt of the first anchor prompts (sdmad_lite/signs/templates.yaml, issue 24): normal #3,
+#: now "a {obj} with normal findings"; the anchor-cause table puts it back for the subsets marked negated
+NEGATED_NORMAL = "a {obj} with no abnormal findings"
+#: subsets of the anchor prompts: (indices into the abnormal list, into the normal list, normal #3 negated)
 ANCHOR_SUBSETS = {
-    "all": ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4)),
-    "without normal #3 (no abnormal findings)": ((0, 1, 2, 3, 4), (0, 1, 3, 4)),
-    "without normal #4 (descriptive)": ((0, 1, 2, 3, 4), (0, 1, 2, 4)),
-    "without normal #3 and #4": ((0, 1, 2, 3, 4), (0, 1, 4)),
+    "all": ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4), True),
+    "without normal #3 (no abnormal findings)": ((0, 1, 2, 3, 4), (0, 1, 3, 4), True),
+    "without normal #4 (descriptive)": ((0, 1, 2, 3, 4), (0, 1, 2, 4), True),
+    "without normal #3 and #4": ((0, 1, 2, 3, 4), (0, 1, 4), True),
+    "normal #3 in positive words (shipped)": ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4), False),
 }
+
+
+def negated_anchors(bank) -> dict[str, list[str]]:
+    """The bank's anchor prompts with normal #3 in its first, negated form (:data:`NEGATED_NORMAL`)."""
+    a = bank.anchor_prompts()
+    return {**a, "normal": a["normal"][:2] + [NEGATED_NORMAL.format(obj=bank.obj)] + a["normal"][3:]}
 
 
 def anchor_cause(arms: dict[str, str], n: int, seed: int = 0) -> pd.DataFrame:
@@ -152,11 +163,13 @@ def anchor_cause(arms: dict[str, str], n: int, seed: int = 0) -> pd.DataFrame:
         for mod in ("chest", "oct", "brain"):
             x, y, _ = report_phantoms(mod, n, REPORT_SEED_BASE["development"] + seed)
             v, ab = bb.encode_images(x), (y.sum(1) > 0).astype(int)
-            a = SignBank.load(f"phantom_{mod}").anchor_prompts()
-            A, N = bb.encode_text(a["abnormal"]), bb.encode_text(a["normal"])
+            bank = SignBank.load(f"phantom_{mod}")
+            A = bb.encode_text(bank.anchor_prompts()["abnormal"])
+            N = {neg: bb.encode_text((negated_anchors(bank) if neg else bank.anchor_prompts())["normal"])
+                 for neg in (True, False)}
             row = {"arm": arm, "checkpoint": ck, "modality": mod, "images": n}
-            for name, (ia, inn) in ANCHOR_SUBSETS.items():
-                ta, tn = F.normalize(A[list(ia)].mean(0), dim=-1), F.normalize(N[list(inn)].mean(0), dim=-1)
+            for name, (ia, inn, neg) in ANCHOR_SUBSETS.items():
+                ta, tn = F.normalize(A[list(ia)].mean(0), dim=-1), F.normalize(N[neg][list(inn)].mean(0), dim=-1)
                 row[f"anchor {name}"] = round(100 * M.binary_auroc(ab, (v @ ta - v @ tn).numpy()), 1)
             rows.append(row)
             print(f"  {arm:<28} {mod:<6} " + "  ".join(f"{row[f'anchor {k}']:5.1f}" for k in ANCHOR_SUBSETS), flush=True)
@@ -213,9 +226,12 @@ def main(argv=None) -> int:
         df = anchor_cause(arms, args.n)
         out = OUT.with_name("anchor_inversion.csv") if args.out is None else (Path(args.out) if args.out else None)
         if out is not None:
+            df, earlier = appended(out, df, list(arms.values())) if args.append else (df, None)
             df.to_csv(out, index=False)
-            _write_meta(out, argv, df, args, t0, {"anchor_subsets": {k: {"abnormal": list(a), "normal": list(b)}
-                                                                     for k, (a, b) in ANCHOR_SUBSETS.items()}})
+            _write_meta(out, argv, df, args, t0, {"anchor_subsets": {k: {"abnormal": list(a), "normal": list(b), "negated": g}
+                                                                     for k, (a, b, g) in ANCHOR_SUBSETS.items()},
+                                                  "negated_normal": NEGATED_NORMAL},
+                        earlier, list(arms.values()) if earlier is not None else None)
             log(f"wrote {out}")
         return 0
     if args.out is None:

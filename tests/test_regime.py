@@ -290,3 +290,29 @@ def test_calibration_append_keeps_the_other_checkpoints_rows_and_every_run(tmp_p
     assert dict(zip(df.checkpoint, df.zs_names)) == {"shipped": 1.0, "/x/a.pt": 2.0, "/x/b.pt": 2.0}
     assert [r["command"].split("--checkpoints ")[1] for r in meta["runs"]] == ["shipped,/x/a.pt", "/x/a.pt,/x/b.pt --append"]
     assert set(meta["checkpoints"]) == {"shipped", "/x/a.pt", "/x/b.pt"} and meta["checkpoints"]["shipped"]["sha256"]
+
+
+@pytest.mark.parametrize("modality", ["chest", "oct", "brain"])
+def test_no_anchor_prompt_is_negated_and_the_anchor_cause_table_puts_the_negated_one_back(modality):
+    """A CLIP text tower reads words, not negation: no anchor prompt says "no ..." or "without ..." (normal #3
+    is "... with normal findings" since issue 24). The anchor-cause table measures the first prompts with the
+    negated normal #3 put back; its "shipped" subset is exactly the bank's prompts."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from sdmad_lite.signs.bank import SignBank
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "calibrate_regime.py"
+    spec = importlib.util.spec_from_file_location("calibrate_regime", path)
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    bank = SignBank.load(f"phantom_{modality}")
+    anchors = bank.anchor_prompts()
+    for side, qs in anchors.items():
+        assert len(qs) == 5 and not [q for q in qs if re.search(r"\b(no|not|without)\b", q)], (side, qs)
+    old = cal.negated_anchors(bank)
+    assert old["normal"][2] == f"a {bank.obj} with no abnormal findings" and old["abnormal"] == anchors["abnormal"]
+    assert [q for q, o in zip(anchors["normal"], old["normal"]) if q != o] == [f"a {bank.obj} with normal findings"]
+    assert cal.ANCHOR_SUBSETS["normal #3 in positive words (shipped)"] == ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4), False)
+    assert all(neg for name, (_, _, neg) in cal.ANCHOR_SUBSETS.items() if "shipped" not in name)
