@@ -164,9 +164,9 @@ def anchor_cause(arms: dict[str, str], n: int, seed: int = 0) -> pd.DataFrame:
             x, y, _ = report_phantoms(mod, n, REPORT_SEED_BASE["development"] + seed)
             v, ab = bb.encode_images(x), (y.sum(1) > 0).astype(int)
             bank = SignBank.load(f"phantom_{mod}")
-            A = bb.encode_text(bank.anchor_prompts()["abnormal"])
-            N = {neg: bb.encode_text((negated_anchors(bank) if neg else bank.anchor_prompts())["normal"])
-                 for neg in (True, False)}
+            first, now = negated_anchors(bank), bank.anchor_prompts()
+            A = bb.encode_text(now["abnormal"])
+            N = {neg: bb.encode_text((first if neg else now)["normal"]) for neg in (True, False)}
             row = {"arm": arm, "checkpoint": ck, "modality": mod, "images": n}
             for name, (ia, inn, neg) in ANCHOR_SUBSETS.items():
                 ta, tn = F.normalize(A[list(ia)].mean(0), dim=-1), F.normalize(N[neg][list(inn)].mean(0), dim=-1)
