@@ -3,7 +3,7 @@
 Every chapter's tables and sentences go through these functions (a notebook defines none of its
 own): :func:`summarize` (mean ± std per group), :func:`fmt` (one cell), :func:`versus` (method ``a``
 against ``b``, paired by seed), :func:`family` (a family of paired comparisons, Holm-adjusted together:
-the verdicts a chapter's prose reads), :func:`minus_reference` (each method minus a reference row,
+the verdicts a chapter's prose reads, each with the interval that agrees with it), :func:`minus_reference` (each method minus a reference row,
 paired by seed), :func:`listing` (items of a sentence). Seeds are the unit of every paired test.
 """
 from __future__ import annotations
@@ -47,11 +47,8 @@ def summarize(rows, metrics: Sequence[str], by: Sequence[str] = ("method", "k_sh
     return pd.DataFrame(out)
 
 
-def versus(df, metric: str, a, b, scale: float = 100.0, by: str = "method", **where) -> tuple[M.PairedTest, str]:
-    """``a`` against ``b`` on ``metric``, paired by seed over the rows of ``df`` that match ``where``
-    (column = value): the paired test and one sentence saying which way it falls ("beats" / "trails"
-    only when the 95 % interval of the difference excludes 0). ``by`` names the column that ``a`` and
-    ``b`` are values of (default: the method; e.g. ``by="selection.noise"`` compares two noise levels)."""
+def _pairs(df, metric: str, a, b, scale: float, by: str, where: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``metric`` of ``a`` and of ``b`` (times ``scale``), aligned by seed, over the rows matching ``where``."""
     d = pd.DataFrame(df)
     for col, value in where.items():
         d = d[d[col] == value]
@@ -59,7 +56,15 @@ def versus(df, metric: str, a, b, scale: float = 100.0, by: str = "method", **wh
     y = d[d[by] == b].set_index("seed")[metric].reindex(x.index)
     if x.index.has_duplicates:
         raise ValueError(f"versus: several rows per seed for {by} = {a!r}; narrow them with column=value filters")
-    t = M.paired_test(scale * x.to_numpy(float), scale * y.to_numpy(float))
+    return scale * x.to_numpy(float), scale * y.to_numpy(float)
+
+
+def versus(df, metric: str, a, b, scale: float = 100.0, by: str = "method", **where) -> tuple[M.PairedTest, str]:
+    """``a`` against ``b`` on ``metric``, paired by seed over the rows of ``df`` that match ``where``
+    (column = value): the paired test and one sentence saying which way it falls ("beats" / "trails"
+    only when the 95 % interval of the difference excludes 0). ``by`` names the column that ``a`` and
+    ``b`` are values of (default: the method; e.g. ``by="selection.noise"`` compares two noise levels)."""
+    t = M.paired_test(*_pairs(df, metric, a, b, scale, by, where))
     word = "beats" if t.low > 0 else ("trails" if t.high < 0 else "is not clearly different from")
     return t, (f"{word} {b} ({t.mean:+.1f} points paired over {t.n} seeds, 95 % interval [{t.low:+.1f}, "
                f"{t.high:+.1f}], paired t-test p = {t.p_t:.2g})")
@@ -81,6 +86,28 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+def holm_levels(p_values, alpha: float = 0.05) -> np.ndarray:
+    """The confidence level of the Holm step that decides each hypothesis of a family (NaN stays NaN).
+
+    Holm's procedure tests the i-th smallest of m p-values at ``alpha / (m − i + 1)`` while it keeps
+    rejecting; where it stops, every remaining hypothesis is kept at the level of that step,
+    ``alpha / (m − r)`` with r the number rejected. The two-sided interval at ``1 −`` that level is
+    the one dual to the test that decided the hypothesis: it excludes 0 exactly when the Holm-adjusted
+    p is below ``alpha`` (for a t-test and its t-interval). It is not a simultaneous interval for the
+    whole family (Bonferroni's, at ``1 − alpha/m``, is); it is the interval that agrees with the verdict."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    step_alpha = None  # set where the procedure stops
+    for i, j in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        a_i = alpha / (m - i)
+        if step_alpha is None and not p[j] < a_i:
+            step_alpha = a_i
+        out[j] = 1 - (a_i if step_alpha is None else step_alpha)
+    return out
+
+
 #: the verdicts of a paired comparison, read from its Holm-adjusted p-value at level 0.05
 BEATS, TRAILS, NOT_CLEAR = "beats", "trails", "is not clearly different from"
 
@@ -91,27 +118,52 @@ def family(df, comparisons: Sequence[dict], scale: float = 100.0, alpha: float =
 
     Each comparison is a dict with ``metric``, ``a``, ``b`` and optionally ``by`` (the column ``a`` and
     ``b`` are values of; default ``method``) and ``where`` (column = value filters). Columns of the
-    result: the comparison, ``n`` (seeds paired), ``mean`` (a − b in points), ``low``/``high`` (its 95 %
-    t-interval, unadjusted), ``p`` (paired t-test), ``p_holm`` (adjusted within this family),
-    ``verdict`` (:data:`BEATS` / :data:`TRAILS` when ``p_holm`` < ``alpha``, else :data:`NOT_CLEAR`) and
-    ``sentence`` (what a chapter glues: the verdict, ``names(b)``, the difference, its interval and the
-    adjusted p; ``names=plots.prose`` names methods as a sentence does)."""
-    recs = []
+    result: the comparison, ``n`` (seeds paired), ``mean`` (a − b in points), ``p`` (paired t-test),
+    ``p_holm`` (adjusted within this family), ``verdict`` (:data:`BEATS` / :data:`TRAILS` when ``p_holm``
+    < ``alpha``, else :data:`NOT_CLEAR`), ``level`` (percent) with ``low``/``high``: the t-interval of the
+    difference at the level of the Holm step that decided it (:func:`holm_levels`; it excludes 0 exactly
+    when the verdict is beats or trails), ``low_95``/``high_95``: the unadjusted 95 % interval, and
+    ``sentence`` (what a chapter glues: the verdict, ``names(b)``, the difference, the adjusted p and
+    the adjusted interval; ``names=plots.prose`` names methods as a sentence does)."""
+    recs, pairs = [], []
     for c in comparisons:
-        t, _ = versus(df, c["metric"], c["a"], c["b"], scale=scale, by=c.get("by", "method"), **c.get("where", {}))
+        pairs.append(_pairs(df, c["metric"], c["a"], c["b"], scale, c.get("by", "method"), c.get("where", {})))
+        t = M.paired_test(*pairs[-1])
         recs.append({"metric": c["metric"], "a": c["a"], "b": c["b"], **{f"where.{k}": v for k, v in c.get("where", {}).items()},
-                     "n": t.n, "mean": t.mean, "low": t.low, "high": t.high, "p": t.p_t})
+                     "n": t.n, "mean": t.mean, "low_95": t.low, "high_95": t.high, "p": t.p_t})
     out = pd.DataFrame(recs)
     if out.empty:
         return out
     out["p_holm"] = holm(out["p"].to_numpy())
     out["verdict"] = [NOT_CLEAR if not (p < alpha) else (BEATS if m > 0 else TRAILS)
                       for p, m in zip(out["p_holm"], out["mean"])]
-    out["sentence"] = [f"{v} {names(b)} ({m:+.1f} points paired over {n} seeds, 95 % interval [{lo:+.1f}, {hi:+.1f}], "
-                       f"Holm-adjusted p = {ph:.2g} in a family of {len(out)})"
-                       for v, b, m, n, lo, hi, ph in zip(out["verdict"], out["b"], out["mean"], out["n"], out["low"],
-                                                         out["high"], out["p_holm"])]
+    levels = holm_levels(out["p"].to_numpy(), alpha)
+    adj = [M.paired_test(x, y, level=lv) if lv == lv else None for (x, y), lv in zip(pairs, levels)]
+    out["level"] = 100 * levels
+    out["low"] = [t.low if t else lo for t, lo in zip(adj, out["low_95"])]
+    out["high"] = [t.high if t else hi for t, hi in zip(adj, out["high_95"])]
+    out["sentence"] = [f"{v} {names(b)} ({m:+.1f} points paired over {n} seeds, Holm-adjusted p = {ph:.2g} in a family "
+                       f"of {len(out)}; {interval(lv, lo, hi)})"
+                       for v, b, m, n, lo, hi, ph, lv in zip(out["verdict"], out["b"], out["mean"], out["n"], out["low"],
+                                                             out["high"], out["p_holm"], out["level"])]
     return out
+
+
+def interval(level: float, low: float, high: float) -> str:
+    """A family's adjusted interval as a sentence writes it: ``99.7 % interval [+1.2, +3.4]`` (the level
+    of the Holm step that decided the comparison, :func:`holm_levels`)."""
+    return f"{level_text(level)} interval [{low:+.1f}, {high:+.1f}]"
+
+
+def level_text(level: float) -> str:
+    """A confidence level in percent, one decimal (more where one would round it to 100): ``99.7 %``."""
+    if level != level:
+        return "95 %"
+    for digits in range(1, 4):
+        if round(level, digits) < 100:
+            txt = f"{level:.{digits}f}".rstrip("0").rstrip(".")
+            return f"{txt} %"
+    return f"{level:.4f} %"
 
 
 def minus_reference(df, metrics: Sequence[str], reference: str = "always-normal", by: Sequence[str] = ("k_shot",),

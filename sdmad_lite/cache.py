@@ -25,7 +25,7 @@ from .io import PACKAGE_DIR, cache_dir, stable_hash, write_json
 #: parts of the package that only *use* runs (commands, sweeps, result files, analysis, reports,
 #: explorers): they cannot change a run's row, so they are not part of the code fingerprint
 CONSUMERS = ("cli", "data_scripts", "sweep.py", "results.py", "analysis.py", "reports.py", "studies.py",
-             "explore.py", "info.py")
+             "explore.py", "info.py", "plots.py")
 
 
 def config_hash(cfg: ExperimentConfig, n: int = 16) -> str:
@@ -35,7 +35,14 @@ def config_hash(cfg: ExperimentConfig, n: int = 16) -> str:
 
 def _code(p: Path) -> bytes:
     """What of a source file can change a result: its syntax tree without docstrings (comments are not
-    in it), so that editing documentation leaves the result cache valid. Other files: their bytes."""
+    in it), so that editing documentation leaves the result cache valid; a YAML file's data (not its
+    comments or layout). Other files: their bytes."""
+    if p.suffix == ".yaml":
+        import json
+
+        import yaml
+
+        return json.dumps(yaml.safe_load(p.read_text()), sort_keys=True, default=str).encode()
     if p.suffix != ".py":
         return p.read_bytes()
     tree = ast.parse(p.read_text())

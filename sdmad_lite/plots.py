@@ -57,8 +57,9 @@ def readable(df: pd.DataFrame, column: str = "method") -> pd.DataFrame:
 def paired_intervals(ax, family: pd.DataFrame, labels: Sequence[str] | None = None, title: str = "",
                      unit: str = "points") -> plt.Axes:
     """The paired differences of a family of comparisons (:func:`sdmad_lite.analysis.family`) as dots with
-    their 95 % intervals around a line at zero; a comparison whose Holm-adjusted p is below 0.05 is
-    drawn filled, the others hollow."""
+    their adjusted intervals (each at the level of the Holm step that decided it, so an interval clear of
+    zero is a verdict) around a line at zero; a comparison whose Holm-adjusted p is below 0.05 is drawn
+    filled, the others hollow."""
     y = np.arange(len(family))[::-1]
     for yi, (_, r) in zip(y, family.iterrows()):
         clear = r["verdict"] != "is not clearly different from"
@@ -69,7 +70,7 @@ def paired_intervals(ax, family: pd.DataFrame, labels: Sequence[str] | None = No
     ax.set_yticks(y)
     ax.set_yticklabels(labels if labels is not None else [f"{label(a)} − {label(b)}" for a, b in zip(family.a, family.b)],
                        fontsize=8)
-    ax.set_xlabel(f"paired difference, {unit} (95 % interval; filled: Holm-adjusted p < 0.05)")
+    ax.set_xlabel(f"paired difference, {unit} (Holm-adjusted interval; filled: adjusted p < 0.05)")
     if title:
         ax.set_title(title, fontsize=10)
     return ax

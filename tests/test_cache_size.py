@@ -30,3 +30,21 @@ def test_paper_backbone_arithmetic():
         cache_bytes(1, g, tokens="patches")
     with pytest.raises(BackboneError, match="no ViT model config"):
         vision_geometry("no-such-model")
+
+
+def test_the_result_caches_key_ignores_documentation_but_not_code_or_data(tmp_path):
+    """``cache._code``: a docstring or a YAML comment leaves the key alone; a changed statement or a
+    changed YAML value moves it (so a stale result is never read back)."""
+    from sdmad_lite.cache import CONSUMERS, _code
+
+    py, yml = tmp_path / "m.py", tmp_path / "t.yaml"
+    py.write_text('def f():\n    """Doc."""\n    return 1  # note\n')
+    yml.write_text("# a comment\nanchor:\n  - a chest x-ray with normal findings\n")
+    k_py, k_yml = _code(py), _code(yml)
+    py.write_text('def f():\n    """Other doc."""\n    return 1\n')
+    yml.write_text("# another comment, longer\nanchor:   [a chest x-ray with normal findings]\n")
+    assert (_code(py), _code(yml)) == (k_py, k_yml)
+    py.write_text('def f():\n    """Doc."""\n    return 2\n')
+    yml.write_text("anchor:\n  - a chest x-ray with no abnormal findings\n")
+    assert _code(py) != k_py and _code(yml) != k_yml
+    assert "plots.py" in CONSUMERS and "analysis.py" in CONSUMERS  # drawing and reading never change a result

@@ -48,6 +48,45 @@ def test_a_family_reads_the_adjusted_p_values():
     assert alone.p_holm[0] == pytest.approx(alone.p[0]) and alone.p_holm[0] < fam.p_holm[0] * 1.0001
 
 
+@pytest.mark.parametrize("p", [
+    [0.01, 0.04, 0.03, 0.005],
+    [0.2, 0.01, 0.9, 0.04, 0.03, 0.049, 0.0001],
+    [0.001, 0.02, 0.02],
+    [0.5, np.nan, 0.001],
+])
+def test_holm_levels_are_the_steps_that_decide(p):
+    """A hypothesis is rejected by Holm exactly when its p is below 1 − its level; the levels follow the steps."""
+    p = np.asarray(p, float)
+    lv, adj = A.holm_levels(p), A.holm(p)
+    ok = ~np.isnan(p)
+    assert np.isnan(lv[~ok]).all()
+    assert ((p[ok] < 1 - lv[ok]) == (adj[ok] < 0.05)).all()
+    m = ok.sum()
+    assert lv[np.nanargmin(p)] == pytest.approx(1 - 0.05 / m)  # the smallest p is tested at Bonferroni's level
+    assert (lv[ok] >= 0.95 - 1e-12).all() and (lv[ok] <= 1 - 0.05 / m + 1e-12).all()
+
+
+def test_a_familys_interval_agrees_with_its_verdict():
+    """The interval a family prints excludes 0 exactly when the adjusted verdict says beats or trails; the
+    unadjusted 95 % interval can exclude 0 where the adjusted one does not (that is what the adjustment is for)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    effects = {"ref": 0.0, **{f"m{i}": e for i, e in enumerate([0.0, 0.004, 0.006, 0.008, 0.012, 0.03, -0.007, -0.02])}}
+    for s in range(10):
+        base = 0.7 + rng.normal(0, 0.05)
+        rows += [{"method": m, "seed": s, "auc": base + e + rng.normal(0, 0.01)} for m, e in effects.items()]
+    fam = A.family(pd.DataFrame(rows), [{"metric": "auc", "a": m, "b": "ref"} for m in effects if m != "ref"])
+    clear = fam.verdict != A.NOT_CLEAR
+    assert ((fam.low > 0) | (fam.high < 0)).tolist() == clear.tolist()
+    assert clear.any() and (~clear).any()
+    assert ((fam.high - fam.low) >= (fam.high_95 - fam.low_95) - 1e-9).all()  # never narrower than unadjusted
+    unadj_clear = (fam.low_95 > 0) | (fam.high_95 < 0)
+    assert (unadj_clear & ~clear).any(), "the example should have a comparison only the unadjusted interval calls"
+    i = int(np.flatnonzero(clear)[0])
+    assert A.level_text(fam.level[i]) in fam.sentence[i] and f"[{fam.low[i]:+.1f}, {fam.high[i]:+.1f}]" in fam.sentence[i]
+    assert A.level_text(95.0) == "95 %" and A.level_text(100 * (1 - 0.05 / 16)) == "99.7 %"
+
+
 def test_a_familys_sentences_name_methods_as_prose():
     """``names=plots.prose``: a sentence names a method as prose does, from its registry id or its table label."""
     from sdmad_lite import plots
