@@ -24,6 +24,12 @@ Writes ``--out`` (default ``sdmad_lite/resources/results/calibration.csv``) and 
 (command, date, code fingerprint, settings, wall time). Runs go through the result cache
 (``$SDMAD_CACHE``); a checkpoint given as a path must not be overwritten between two calls.
 
+``--shots-curve K,K,...`` measures instead, on the same development draws, the anomaly-column AUROC of
+``--methods`` (default here: the linear probe and the frozen sign prompts) as the shots per category grow,
+for each checkpoint and modality (a k the pool cannot supply is left out), and writes ``shots_curve.csv``:
+whether a modality's image features give a few-shot method more to read as k grows (the k = 4 margin asks
+that of 4 shots only).
+
 ``--anchor-cause ARM=CHECKPOINT,...`` prints instead the anchor AUROC of each checkpoint with subsets
 of the anchor prompts, the first negated normal prompt put back where a subset says so (which prompts
 invert the anchor), and writes ``anchor_inversion.csv``: the measurement behind the caption fix
@@ -93,7 +99,8 @@ def zero_shot(checkpoint: str, seeds: int, n: int, modalities) -> list[dict]:
     return rows
 
 
-def k4(checkpoint: str, modality: str, seeds, methods, log, workers: int = 1) -> dict:
+def runs(checkpoint: str, modality: str, k: int, seeds, method: str, workers: int = 1) -> list[dict]:
+    """``method`` at ``k`` shots per category on the development world of ``modality``, one run per seed."""
     from sdmad_lite import methods as M
     from sdmad_lite.config import default_config
     from sdmad_lite.executor import run_many
@@ -103,16 +110,20 @@ def k4(checkpoint: str, modality: str, seeds, methods, log, workers: int = 1) ->
     base.data.world = "development"
     base.model.pretrained = checkpoint
     base.protocols = ["integrated", "per-anomaly"]
-    base.k_shot = 4
+    base.k_shot = k
+    cfgs = []
+    for s in seeds:
+        c = M.config_for(method, base)
+        c.seed = s
+        cfgs.append(c)
+    return run_many(cfgs, workers=workers)
+
+
+def k4(checkpoint: str, modality: str, seeds, methods, log, workers: int = 1) -> dict:
     out = {}
     for method in methods:
-        cfgs = []
-        for s in seeds:
-            c = M.config_for(method, base)
-            c.seed = s
-            cfgs.append(c)
         t0 = time.time()
-        rows = run_many(cfgs, workers=workers)
+        rows = runs(checkpoint, modality, 4, seeds, method, workers)
         v = 100 * np.array([r[ANOMALY_COLUMNS] for r in rows], float)
         out[f"k4_{method}"], out[f"k4_{method}_std"] = round(float(v.mean()), 1), round(float(v.std(ddof=1)), 1)
         out[f"k4_{method}_seeds"] = " ".join(f"{x:.1f}" for x in v)
@@ -140,6 +151,32 @@ ANCHOR_SUBSETS = {
     "without normal #3 and #4": ((0, 1, 2, 3, 4), (0, 1, 4), True),
     "normal #3 in positive words (shipped)": ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4), False),
 }
+
+
+def shots_curve(checkpoints, modalities, shots, seeds, methods, log, workers: int = 1) -> pd.DataFrame:
+    """The ``--shots-curve`` table: one row per checkpoint × modality × k × method, the anomaly-column and
+    the per-anomaly AUROC (percent, mean and std over ``seeds``); a k the pool cannot supply is skipped."""
+    from sdmad_lite.data.fewshot import PoolTooSmallError
+
+    rows = []
+    for ck in checkpoints:
+        for modality in modalities:
+            for k in shots:
+                for method in methods:
+                    t0 = time.time()
+                    try:
+                        got = runs(ck, modality, k, seeds, method, workers)
+                    except PoolTooSmallError as e:  # k larger than a category's positives in the pool
+                        log(f"  {ck} {modality} k = {k}: skipped ({str(e).split(';')[0]})")
+                        break
+                    v = 100 * np.array([r[ANOMALY_COLUMNS] for r in got], float)
+                    pa = 100 * np.array([r["per-anomaly.mean_auroc"] for r in got], float)
+                    rows.append({"checkpoint": ck, "modality": modality, "k_shot": k, "method": method,
+                                 "anomaly_columns": round(float(v.mean()), 1), "anomaly_columns_std": round(float(v.std(ddof=1)), 1),
+                                 "per_anomaly": round(float(pa.mean()), 1), "seeds": " ".join(str(s) for s in seeds)})
+                    log(f"  {ck} {modality} k = {k} {method}: anomaly columns {v.mean():.1f} ± {v.std(ddof=1):.1f}, "
+                        f"per anomaly {pa.mean():.1f} ({time.time() - t0:.0f} s)")
+    return pd.DataFrame(rows)
 
 
 def negated_anchors(bank) -> dict[str, list[str]]:
@@ -207,10 +244,13 @@ def main(argv=None) -> int:
     ap.add_argument("--zs-seeds", type=int, default=3, help="held-out zero-shot sets per modality")
     ap.add_argument("--n", type=int, default=300, help="phantoms per zero-shot set")
     ap.add_argument("--seeds", default="100,101,102", help="support draws of the k = 4 check (development world)")
-    ap.add_argument("--methods", default=f"sdmad,linear-probe,{FROZEN}")
+    ap.add_argument("--methods", default=None, help=f"default: sdmad,linear-probe,{FROZEN}")
     ap.add_argument("--k4-modalities", default=None, help="modalities of the k = 4 check (default: --modalities)")
     ap.add_argument("--workers", type=int, default=1, help="processes of the k = 4 runs")
     ap.add_argument("--skip-k4", action="store_true", help="zero-shot columns only")
+    ap.add_argument("--shots-curve", default=None, metavar="K,K,...",
+                    help="the anomaly-column AUROC as the shots grow instead (writes shots_curve.csv; --methods "
+                    f"defaults to linear-probe,{FROZEN} here)")
     ap.add_argument("--anchor-cause", default=None, metavar="ARM=CHECKPOINT,...",
                     help="anchor prompt-subset table of these checkpoints instead (writes anchor_inversion.csv)")
     ap.add_argument("--out", default=None, help="CSV file (default: resources/results/calibration.csv or "
@@ -234,13 +274,24 @@ def main(argv=None) -> int:
                         earlier, list(arms.values()) if earlier is not None else None)
             log(f"wrote {out}")
         return 0
+    if args.shots_curve:
+        df = shots_curve([c.strip() for c in args.checkpoints.split(",") if c.strip()],
+                         [m.strip() for m in args.modalities.split(",") if m.strip()],
+                         [int(k) for k in args.shots_curve.split(",")], [int(s) for s in args.seeds.split(",")],
+                         (args.methods or f"linear-probe,{FROZEN}").split(","), log, args.workers)
+        out = OUT.with_name("shots_curve.csv") if args.out is None else (Path(args.out) if args.out else None)
+        if out is not None:
+            df.to_csv(out, index=False)
+            _write_meta(out, argv, df, args, t0, {"metric": ANOMALY_COLUMNS, "phantoms": "data.world: development"})
+            log(f"wrote {out}")
+        return 0
     if args.out is None:
         args.out = str(OUT)
     checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
     k4_modalities = modalities if args.k4_modalities is None else [m.strip() for m in args.k4_modalities.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in (args.methods or f"sdmad,linear-probe,{FROZEN}").split(",") if m.strip()]
     rows = []
     for ck in checkpoints:
         log(f"{ck}: zero-shot on {args.zs_seeds} x {args.n} development phantoms per modality ...")

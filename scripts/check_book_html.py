@@ -153,13 +153,39 @@ for (const el of document.querySelectorAll('article img, article p')) {
 return out;"""
 
 
+#: the height of one screenshot; a longer page is saved in several, scrolled one under the other
+SHOT_HEIGHT = 5000
+
+
+def save_page_screenshots(driver, stem: Path) -> int:
+    """The whole page in screenshots of at most :data:`SHOT_HEIGHT` px: ``stem.png``, ``stem-2.png``, ...
+    (the last one scrolled to the page's end, so it may repeat the bottom of the one before). Returns how many."""
+    for old in stem.parent.glob(stem.name + "-*.png"):  # parts of an earlier, longer version of the page
+        old.unlink()
+    driver.set_window_size(1280, SHOT_HEIGHT)
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    if height < SHOT_HEIGHT:
+        driver.set_window_size(1280, max(800, height))
+    inner = int(driver.execute_script("return window.innerHeight"))  # the browser's frame takes some of the window
+    tops = list(range(0, max(1, height - inner + 1), inner))
+    if height > inner and (height - inner) % inner:
+        tops.append(height - inner)
+    for i, top in enumerate(tops):
+        driver.execute_script(f"window.scrollTo(0, {top})")
+        time.sleep(0.1)
+        driver.save_screenshot(str(stem.parent / (stem.name + ("" if i == 0 else f"-{i + 1}") + ".png")))
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.set_window_size(1280, 1000)
+    return len(tops)
+
+
 def check(html_dir: Path, shots: Path) -> int:
     pages = toc_pages(ROOT / "_toc.yml")
     base, server = serve(html_dir)
     shots.mkdir(parents=True, exist_ok=True)
     driver = make_driver()
     failures: list[str] = []
-    n_images = n_links = n_figures = n_equations = 0
+    n_images = n_links = n_figures = n_equations = n_shots = 0
     per_page: dict[str, int] = {}
     try:
         for page in pages:
@@ -229,17 +255,14 @@ def check(html_dir: Path, shots: Path) -> int:
                     failures.append(f"{page}: a request to an outside host failed (breaks offline): {msg}")
                 else:
                     failures.append(f"{page}: console error: {msg}")
-            # full-page screenshot
-            height = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 12000)")
-            driver.set_window_size(1280, max(800, int(height)))
-            driver.save_screenshot(str(shots / (page.replace("/", "__").removesuffix(".html") + ".png")))
-            driver.set_window_size(1280, 1000)
+            # the whole page in screenshots of at most SHOT_HEIGHT px each (name.png, name-2.png, ...)
+            n_shots += save_page_screenshots(driver, shots / page.replace("/", "__").removesuffix(".html"))
     finally:
         driver.quit()
         server.shutdown()
     print(f"checked {len(pages)} pages, {n_images} images, {n_links} internal links, {n_figures} drawing cells, "
           f"{n_equations} equations; "
-          f"screenshots in {shots}")
+          f"{n_shots} screenshots (every page whole) in {shots}")
     print("images in cell outputs per chapter: " + ", ".join(f"{Path(p).stem} {n}" for p, n in per_page.items()))
     if failures:
         print(f"FAILED: {len(failures)} problem(s):")

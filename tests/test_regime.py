@@ -316,3 +316,54 @@ def test_no_anchor_prompt_is_negated_and_the_anchor_cause_table_puts_the_negated
     assert [q for q, o in zip(anchors["normal"], old["normal"]) if q != o] == [f"a {bank.obj} with normal findings"]
     assert cal.ANCHOR_SUBSETS["normal #3 in positive words (shipped)"] == ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4), False)
     assert all(neg for name, (_, _, neg) in cal.ANCHOR_SUBSETS.items() if "shipped" not in name)
+
+
+def _calibrate_regime():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "calibrate_regime.py"
+    spec = importlib.util.spec_from_file_location("calibrate_regime", path)
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    return cal
+
+
+def test_the_shots_curve_skips_a_k_the_pool_cannot_supply(monkeypatch):
+    """``calibrate_regime.py --shots-curve``: one row per k × method the pool supplies; a larger k is skipped
+    (with the reason logged), not fatal, and the smaller ones are kept."""
+    from sdmad_lite.data.fewshot import PoolTooSmallError
+
+    cal = _calibrate_regime()
+
+    def fake_runs(ck, modality, k, seeds, method, workers=1):
+        if k > 8:
+            raise PoolTooSmallError(f"k_shot = {k} cannot be drawn from the pool; use a smaller k")
+        v = 0.6 + 0.01 * k + (0.0 if method == cal.FROZEN else 0.05)
+        return [{cal.ANOMALY_COLUMNS: v + 0.001 * s, "per-anomaly.mean_auroc": v} for s in seeds]
+
+    monkeypatch.setattr(cal, "runs", fake_runs)
+    logged = []
+    df = cal.shots_curve(["shipped"], ["oct"], [4, 8, 16], [1, 2, 3], ["linear-probe", cal.FROZEN], logged.append)
+    assert sorted(set(df.k_shot)) == [4, 8] and len(df) == 4
+    assert df.set_index(["k_shot", "method"]).loc[(8, "linear-probe"), "anomaly_columns"] == pytest.approx(100 * (0.6 + 0.08 + 0.05 + 0.002), abs=0.05)
+    assert any("k = 16: skipped" in m for m in logged)
+
+
+def test_the_shipped_shots_curve_repeats_the_calibrations_k4_runs():
+    """``shots_curve.csv`` (chapter 5) and ``calibration.csv`` measure the default on the same development
+    draws: at k = 4 the linear probe and the frozen sign prompts must agree (else one file is stale)."""
+    import pandas as pd
+
+    from sdmad_lite import studies
+    from sdmad_lite.results import read_meta
+
+    sc = pd.read_csv(studies.RESULTS / "shots_curve.csv")
+    cal = pd.read_csv(studies.RESULTS / "calibration.csv")
+    meta, cmeta = read_meta(studies.RESULTS / "shots_curve.csv"), read_meta(studies.RESULTS / "calibration.csv")
+    assert "--shots-curve" in meta["command"] and meta["settings"]["seeds"] == cmeta["settings"]["seeds"]
+    for m in ("chest", "oct", "brain"):
+        c = cal[(cal.checkpoint == "shipped") & (cal.modality == m)].iloc[0]
+        for method in ("linear-probe", "zeroshot-signs"):
+            r = sc[(sc.checkpoint == "shipped") & (sc.modality == m) & (sc.method == method) & (sc.k_shot == 4)].iloc[0]
+            assert r.anomaly_columns == pytest.approx(c[f"k4_{method}"], abs=0.05), (m, method)
