@@ -45,6 +45,23 @@ def test_recipe_runs_from_scratch(tmp_path):
     assert model.encode_text(["a normal chest x-ray"]).shape == (1, model.embed_dim)
 
 
+@pytest.mark.slow
+def test_a_batch_that_teaches_nothing_moves_the_schedule_without_a_warning(tmp_path):
+    """With no plain captions, sign captions on a tenth of the images and no tag loss, a batch with fewer than
+    two sign-captioned images has no loss to step on: the schedule still moves (as the recipe says), and
+    torch's "scheduler before optimizer" warning is not raised for it."""
+    import warnings
+
+    from sdmad_lite.models.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(steps=2, batch_size=4, pool_per_modality=4, render_size=64, workers=1, warmup=1,
+                         sign_caption_share=0.1, plain_captions=False, aux_weight=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pretrain(cfg, tmp_path, log=lambda *a: None)
+    assert (tmp_path / "phantomclip-tiny.pt").is_file()
+
+
 @pytest.mark.skipif(not bb.PHANTOMCLIP_CHECKPOINT.exists(), reason="the shipped checkpoint is built by sdmad pretrain-phantomclip")
 def test_shipped_checkpoint_loads_offline_and_matches_its_card():
     import time

@@ -53,6 +53,7 @@ import platform
 import resource
 import shlex
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -252,7 +253,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, log=lambda *a: pri
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(tagger.parameters()), 1.0)
             opt.step()
-        sched.step()
+        with warnings.catch_warnings():  # a first batch without a step is meant, not the misuse torch warns of
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            sched.step()
         if step + 1 in snapshots:
             snap = {k: (v.detach().half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
             atomic_write(out / f"{bb.PHANTOMCLIP}-step{step + 1}.pt", lambda p, snap=snap: torch.save(snap, p))
