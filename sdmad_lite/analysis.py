@@ -151,8 +151,17 @@ def family(df, comparisons: Sequence[dict], scale: float = 100.0, alpha: float =
 
 def interval(level: float, low: float, high: float) -> str:
     """A family's adjusted interval as a sentence writes it: ``99.7 % interval [+1.2, +3.4]`` (the level
-    of the Holm step that decided the comparison, :func:`holm_levels`)."""
-    return f"{level_text(level)} interval [{low:+.1f}, {high:+.1f}]"
+    of the Holm step that decided the comparison, :func:`holm_levels`). A bound that one decimal would print
+    as ±0.0 gets more digits, so that an interval that excludes 0 never reads as touching it."""
+    return f"{level_text(level)} interval [{bound(low)}, {bound(high)}]"
+
+
+def bound(x: float) -> str:
+    """An interval's bound in points, signed, one decimal (more where one decimal would round it to 0)."""
+    txt = f"{x:+.1f}"
+    if x != 0 and txt in ("+0.0", "-0.0"):
+        txt = f"{x:+.2f}" if abs(x) >= 0.005 else f"{x:+.1e}"
+    return txt
 
 
 def level_text(level: float) -> str:

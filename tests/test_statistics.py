@@ -85,6 +85,8 @@ def test_a_familys_interval_agrees_with_its_verdict():
     i = int(np.flatnonzero(clear)[0])
     assert A.level_text(fam.level[i]) in fam.sentence[i] and f"[{fam.low[i]:+.1f}, {fam.high[i]:+.1f}]" in fam.sentence[i]
     assert A.level_text(95.0) == "95 %" and A.level_text(100 * (1 - 0.05 / 16)) == "99.7 %"
+    assert A.interval(99.0, -9.7, -0.034) == "99 % interval [-9.7, -0.03]"  # excludes 0, and reads so
+    assert A.bound(0.0) == "+0.0" and A.bound(-0.0004) == "-4.0e-04" and A.bound(1.26) == "+1.3"
 
 
 def test_a_familys_sentences_name_methods_as_prose():
