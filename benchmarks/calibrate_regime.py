@@ -119,15 +119,20 @@ def runs(checkpoint: str, modality: str, k: int, seeds, method: str, workers: in
     return run_many(cfgs, workers=workers)
 
 
+def percent(rows: list[dict], metric: str) -> np.ndarray:
+    """``metric`` of each run, in percent (the k = 4 check and the shots curve read their runs this way)."""
+    return 100 * np.array([r[metric] for r in rows], float)
+
+
 def k4(checkpoint: str, modality: str, seeds, methods, log, workers: int = 1) -> dict:
     out = {}
     for method in methods:
         t0 = time.time()
         rows = runs(checkpoint, modality, 4, seeds, method, workers)
-        v = 100 * np.array([r[ANOMALY_COLUMNS] for r in rows], float)
+        v = percent(rows, ANOMALY_COLUMNS)
         out[f"k4_{method}"], out[f"k4_{method}_std"] = round(float(v.mean()), 1), round(float(v.std(ddof=1)), 1)
         out[f"k4_{method}_seeds"] = " ".join(f"{x:.1f}" for x in v)
-        pa = 100 * np.array([r["per-anomaly.mean_auroc"] for r in rows], float)
+        pa = percent(rows, "per-anomaly.mean_auroc")
         out[f"k4pa_{method}"] = round(float(pa.mean()), 1)
         log(f"  {checkpoint} {modality} {method}: anomaly-column AUROC {v.mean():.1f} ± {v.std(ddof=1):.1f} "
             f"({out[f'k4_{method}_seeds']}), per-anomaly {pa.mean():.1f}, in {time.time() - t0:.0f} s")
@@ -169,8 +174,7 @@ def shots_curve(checkpoints, modalities, shots, seeds, methods, log, workers: in
                     except PoolTooSmallError as e:  # k larger than a category's positives in the pool
                         log(f"  {ck} {modality} k = {k}: skipped ({str(e).split(';')[0]})")
                         break
-                    v = 100 * np.array([r[ANOMALY_COLUMNS] for r in got], float)
-                    pa = 100 * np.array([r["per-anomaly.mean_auroc"] for r in got], float)
+                    v, pa = percent(got, ANOMALY_COLUMNS), percent(got, "per-anomaly.mean_auroc")
                     rows.append({"checkpoint": ck, "modality": modality, "k_shot": k, "method": method,
                                  "anomaly_columns": round(float(v.mean()), 1), "anomaly_columns_std": round(float(v.std(ddof=1)), 1),
                                  "per_anomaly": round(float(pa.mean()), 1), "seeds": " ".join(str(s) for s in seeds)})
