@@ -6,13 +6,9 @@ number of workers. Runs already in the result cache are answered at once.
 """
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import os
 import sys
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Iterator, Sequence
 
 from tqdm import tqdm
@@ -21,64 +17,9 @@ from . import cache, methods, settings
 from .config import ExperimentConfig
 from .errors import ConfigError
 from .features import PATCHES
+from .processes import default_workers, kept_pool
 from .run import run_cached
 from .task import get_task, task_key
-
-
-def default_workers() -> int:
-    """Worker processes: ``SDMAD_WORKERS`` or the usable cores (at most 8)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return settings.workers(max(1, min(8, cores)))
-
-
-def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
-    """Worker initialiser: end this worker when the process that started the pool is gone (killed,
-    or interrupted before the pool could shut down), instead of staying alive with its memory."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes for runs. Spawned, not forked: a forked child of a process
-    that has run torch's thread pools can hang. A worker ends when the parent dies."""
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
-                               initargs=(os.getpid(),))
-
-
-def stop_pool(ex: ProcessPoolExecutor) -> None:
-    """End a pool at once (Ctrl-C, an error): runs not started are cancelled, the workers are terminated (a
-    run in progress is lost; the result cache keeps every run that finished), nothing is waited for."""
-    procs = list((getattr(ex, "_processes", None) or {}).values())
-    ex.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=5)
-        if proc.is_alive():  # SIGTERM not acted on within 5 s (a loaded machine): SIGKILL
-            proc.kill()
-            proc.join(timeout=5)
-
-
-@contextlib.contextmanager
-def running_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """:func:`process_pool` for a block: shut down normally when the block ends, stopped at once
-    (:func:`stop_pool`) when it is left by an exception — Ctrl-C above all, which would otherwise wait for
-    every run in progress to finish."""
-    ex = process_pool(workers)
-    try:
-        yield ex
-    except BaseException:
-        stop_pool(ex)
-        raise
-    ex.shutdown(wait=True)
 
 
 class _Lines:
@@ -147,7 +88,7 @@ def _local(cfgs: list[ExperimentConfig], todo: list[int], workers: int) -> Itera
         for i in todo:
             yield i, run_cached(cfgs[i])
         return
-    with running_pool(min(workers, len(todo))) as ex:
+    with kept_pool(workers) as ex:
         # first the distinct tasks, one per worker at a time (no two workers extract the same features),
         # with the most patches any of their runs reads (the others read their class tokens from those files)
         tasks, patches = {}, {}

@@ -23,6 +23,9 @@ import torch
 
 from .io import atomic_write, cache_dir, stable_hash
 from .errors import SdmadError
+from .processes import ordered_batches
+
+MIN_PARALLEL_IMAGES = 256  #: fewer images are made in this process (starting workers would cost more)
 
 
 class NonFiniteFeaturesError(SdmadError, ValueError):
@@ -105,8 +108,11 @@ class Features:
 
 @torch.inference_mode()
 def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequence[int], batch_size: int = 64,
-            progress: bool = False, patches: Sequence[int] | None = None) -> Features:
+            progress: bool = False, patches: Sequence[int] | None = None, workers: int = 1) -> Features:
     """Run the frozen backbone over images ``get_image(0..n-1)`` and keep taps + pooled embedding, float16.
+
+    ``workers`` > 1: the images (phantoms, whose drawing costs more than their encoding) are made by that
+    many processes (:func:`~sdmad_lite.processes.ordered_batches`; ``get_image`` must pickle); same features.
 
     ``patches``: the blocks of ``taps`` whose patch tokens are kept (default all); of the others only the
     class token is kept, batch by batch (the patches are never held for the whole set). Tap 0 is the input
@@ -117,8 +123,8 @@ def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequ
     keep = set(taps if patches is None else patches)
     out_taps: dict[int, list[torch.Tensor]] = {b: [] for b in taps}
     pooled = []
-    for lo in tqdm(range(0, n, batch_size), disable=not progress, desc="features", leave=False):
-        imgs = [get_image(i) for i in range(lo, min(n, lo + batch_size))]
+    batches = ordered_batches(get_image, n, batch_size, workers if n >= MIN_PARALLEL_IMAGES else 1)
+    for imgs in tqdm(batches, total=-(-n // batch_size), disable=not progress, desc="features", leave=False):
         pix = backbone.prepare(imgs)
         p, t = backbone.forward_image(pix, taps=[b for b in taps if b > 0])
         if 0 in taps:  # Backbone.forward_image taps blocks 1..n only; block 1's input is the embedding stream
@@ -165,10 +171,10 @@ def _load(path: Path, n: int) -> torch.Tensor | None:
 
 def cached_features(backbone, dataset_key: dict, get_image: Callable[[int], np.ndarray], n: int,
                     taps: Sequence[int], use_cache: bool = True, progress: bool = False,
-                    patches: Sequence[int] | None = None) -> Features:
+                    patches: Sequence[int] | None = None, workers: int = 1) -> Features:
     """:func:`extract`, memoised on disk by (backbone, dataset): the pooled embedding and each tapped block
     in its own file, ``block{b}.all.pt`` (every token) or ``block{b}.cls.pt`` (the class token), written
-    atomically. ``patches``: the blocks whose patch tokens are kept (default all of ``taps``). A block asked
+    atomically. ``patches``: the blocks whose patch tokens are kept (default all of ``taps``); ``workers``: extract's. A block asked
     for its class token only is read from its ``all`` file when that exists; only the missing blocks are extracted.
     """
     taps = sorted(taps)
@@ -186,7 +192,8 @@ def cached_features(backbone, dataset_key: dict, get_image: Callable[[int], np.n
             got[b] = t
     missing = [b for b in taps if b not in got]
     if missing or pooled is None:
-        fresh = extract(backbone, get_image, n, missing, progress=progress, patches=[b for b in missing if b in keep])
+        fresh = extract(backbone, get_image, n, missing, progress=progress, patches=[b for b in missing if b in keep],
+                        workers=workers)
         fresh.check_finite(f"features of {dataset_key}")
         if use_cache:
             files = {f"block{b}.{kind[b]}.pt": t for b, t in fresh.taps.items()}

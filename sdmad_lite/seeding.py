@@ -5,7 +5,6 @@ import os
 import random
 
 import numpy as np
-import torch
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generator:
@@ -14,6 +13,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generato
     With ``deterministic`` torch is asked for deterministic kernels (warn-only, so that an
     op without a deterministic version still runs); on CPU this gives identical numbers.
     """
+    import torch  # here, not at the top: rendering a phantom (which derives its generators here) needs no torch
+
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     random.seed(seed)

@@ -8,18 +8,20 @@ Nothing here is specific to a method.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import ExperimentConfig, get_profile, require_profile_ready, resolve_device
-from .data.build import REAL_BANKS, Subset, build_datasets, check_feasible, dataset_key
+from .data.build import REAL_BANKS, Subset, build_datasets, check_feasible, dataset_key, draws_images, image_of
 from .data.fewshot import Support, sample_few_shot, save_split, validation_rows
 from .features import PATCHES, Features, cached_features, patch_blocks
 from .errors import ConfigError
 from .io import stable_hash
+from .processes import default_workers
 from .models.backbone import Backbone, default_taps, weights_cached
 from .models.backbone import load as load_backbone
 from .data.phantoms.catalogue import MODALITIES
@@ -178,8 +180,8 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
     feats = {}
     taps, keep = feature_taps(cfg, blocks, patches)
     for name, ds in (("test", test), ("pool", pool)):
-        feats[name] = cached_features(backbone, dataset_key(ds), lambda i, ds=ds: ds[i]["image"], len(ds), taps,
-                                      progress=progress, patches=keep).float()
+        feats[name] = cached_features(backbone, dataset_key(ds), partial(image_of, ds), len(ds), taps, progress=progress,
+                                      patches=keep, workers=default_workers() if draws_images(ds) else 1).float()
     return Task(cfg.data.dataset, categories, bank, text, sign_ids, expert, drawn, known, name_text, pool, test,
                 feats["pool"], feats["test"], sorted(blocks), backbone)
 

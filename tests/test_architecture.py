@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "sdmad_lite"
 #: lowest first; a module may import from its own layer and the ones before it
 LAYERS = [
     ["version", "errors"],
-    ["settings", "io", "seeding"],
+    ["settings", "io", "seeding", "processes"],
     ["config"],
     ["data"],
     ["features"],
@@ -78,8 +78,14 @@ def layer_of(module: str) -> int:
 FILES = sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+#: the one deferred import: the package root's ``print_config`` (PEP 562 ``__getattr__``) loads the backbone
+#: code only when called, so that a process that imports the package to render phantoms starts without torch
+DEFERRED = {("sdmad_lite/__init__.py", "sdmad_lite.info")}
+
+
 def test_no_function_local_import_of_the_package():
-    local = [f"{p.relative_to(PKG.parent)}:{line} imports {m}" for p in FILES for m, top, line in imports(p) if not top]
+    local = [f"{p.relative_to(PKG.parent)}:{line} imports {m}" for p in FILES for m, top, line in imports(p)
+             if not top and (str(p.relative_to(PKG.parent)), m) not in DEFERRED]
     assert not local, "\n".join(local)
 
 

@@ -28,7 +28,7 @@ import pytest
 import torch
 import yaml
 
-from sdmad_lite import cache, executor
+from sdmad_lite import cache, executor, processes
 from sdmad_lite.cli import build_parser, main
 from sdmad_lite.config import ConfigError, ExperimentConfig
 from sdmad_lite.data.build import file_fingerprint
@@ -400,7 +400,7 @@ def test_5_sdmad_workers_is_the_default_of_every_workers_option(tmp_path, monkey
                  ["pretrain-phantomclip", "--out", "x"]):
         assert parser.parse_args(argv).workers is None, argv
     monkeypatch.setenv("SDMAD_WORKERS", "3")
-    assert executor.default_workers() == 3
+    assert processes.default_workers() == 3
     seen = {}
     monkeypatch.setattr(CE, "run_many", lambda cfgs, workers=None: seen.setdefault("study", workers) and [])
     monkeypatch.setattr(CE.studies, "STUDIES", {"comparison": lambda: []})
@@ -576,7 +576,7 @@ def test_6_ctrl_c_stops_a_process_pool_at_once(default_ctrl_c):
     assert threading.current_thread() is threading.main_thread()  # where Python delivers KeyboardInterrupt
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C, 3 s into the runs
     with pytest.raises(KeyboardInterrupt):
-        with executor.running_pool(2) as ex:
+        with processes.running_pool(2) as ex:
             futures = [ex.submit(time.sleep, 300) for _ in range(2)]
             procs = list(ex._processes.values())
             timer.start()

@@ -260,6 +260,7 @@ def test_stacked_adapters_draw_the_same_init_as_linear_layers():
 def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monkeypatch):
     from sdmad_lite import methods, sweep
     from sdmad_lite import executor as R
+    from sdmad_lite.processes import default_workers
     from sdmad_lite.task import get_task
 
     # the shipped weights: with random ones (pretrained None) every process would draw its own backbone
@@ -285,7 +286,7 @@ def test_run_many_in_parallel_gives_the_rows_of_one_by_one(tmp_path, cache, monk
                {k: want[k] for k in ("integrated.subset_accuracy", "integrated.macro_auroc")}
     monkeypatch.setenv("SDMAD_WORKERS", "two")
     with pytest.raises(ValueError, match="SDMAD_WORKERS"):
-        R.default_workers()
+        default_workers()
 
 
 def test_discrepancy_margins_refuse_a_stack_of_heads():

@@ -7,7 +7,7 @@ import time
 
 CHILD = r"""
 import os, sys
-from sdmad_lite.executor import process_pool
+from sdmad_lite.processes import process_pool
 
 def main():
     ex = process_pool(2)

@@ -6,7 +6,8 @@ import datetime
 
 from .. import settings, studies
 from ..config import ExperimentConfig, default_config, get_profile
-from ..executor import default_workers, run_many
+from ..executor import run_many
+from ..processes import default_workers
 from ..io import exclusive_lock
 from ..methods import ALL_METHODS, load_experiment
 from ..results import read_meta, save_results, sidecar_path, write_meta

@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from ..config import default_config
-from ..executor import default_workers
+from ..processes import default_workers
 from ..io import write_json
 from ..models.backbone import load
 from ..models.captions import SIGN_PHRASES

@@ -46,6 +46,18 @@ REAL_BANKS = {"chestmnist": "chestxray14", "chestxray14": "chestxray14", "octmni
               "fastmri-brain": "fastmri_brain"}
 
 
+def image_of(ds, i: int) -> np.ndarray:
+    """Image ``i`` of dataset ``ds``; ``functools.partial(image_of, ds)`` is an image reader that pickles (the
+    feature extraction's workers call it)."""
+    return ds[i]["image"]
+
+
+def draws_images(ds) -> bool:
+    """Whether ``ds`` draws its images (phantoms, a subset of phantoms) rather than reading them from files:
+    drawing costs more than the backbone's encoding, so it is worth spreading over processes."""
+    return isinstance(getattr(ds, "ds", ds), PhantomDataset)
+
+
 class Subset:
     """Rows ``idx`` of a dataset, with its ``labels`` (a seeded cap on a large test split)."""
 

@@ -1,0 +1,138 @@
+"""Process pools: how many workers, spawned (never forked), ended with their parent, stopped at once on
+Ctrl-C, kept between the calls of one process (:func:`kept_pool`); and :func:`ordered_batches`, work
+computed ahead in such a pool. Light on purpose (no torch): a
+worker imports the module of the function it runs, and a phantom-rendering worker should start in a second.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing as mp
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterator
+
+from . import settings
+
+
+def default_workers() -> int:
+    """Worker processes: ``SDMAD_WORKERS`` or the usable cores (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return settings.workers(max(1, min(8, cores)))
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Worker initialiser: end this worker when the process that started the pool is gone (killed,
+    or interrupted before the pool could shut down), instead of staying alive with its memory."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes for runs. Spawned, not forked: a forked child of a process
+    that has run torch's thread pools can hang. A worker ends when the parent dies."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def stop_pool(ex: ProcessPoolExecutor) -> None:
+    """End a pool at once (Ctrl-C, an error): runs not started are cancelled, the workers are terminated (a
+    run in progress is lost; the result cache keeps every run that finished), nothing is waited for."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():  # SIGTERM not acted on within 5 s (a loaded machine): SIGKILL
+            proc.kill()
+            proc.join(timeout=5)
+
+
+@contextlib.contextmanager
+def running_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """:func:`process_pool` for a block: shut down normally when the block ends, stopped at once
+    (:func:`stop_pool`) when it is left by an exception — Ctrl-C above all, which would otherwise wait for
+    every run in progress to finish."""
+    ex = process_pool(workers)
+    try:
+        yield ex
+    except BaseException:
+        stop_pool(ex)
+        raise
+    ex.shutdown(wait=True)
+
+
+#: the pool :func:`kept_pool` keeps between calls, with what it was started for
+_KEPT: dict = {}
+
+
+def _started_for(workers: int) -> tuple:
+    """What a kept pool's workers took from this process when they started: their number, the working folder
+    and the variables that set up a run (a worker started under other settings would run with those)."""
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("SDMAD_", "OMP_", "ATEN_", "HF_")))
+    return workers, os.getcwd(), tuple(env)
+
+
+def close_kept_pool() -> None:
+    """Shut the kept pool down (at exit, or before one of another size or under other settings starts)."""
+    ex = _KEPT.pop("pool", None)
+    _KEPT.clear()
+    if ex is not None:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(close_kept_pool)
+
+
+@contextlib.contextmanager
+def kept_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """:func:`running_pool`, but the pool is kept for the next call in this process while its size, working
+    folder and settings stay the same: a notebook's second batch of runs does not start its workers again
+    (each imports torch and open_clip, about ten seconds), and they keep the tasks they built. Left by an
+    exception (Ctrl-C, a failed run), the pool is stopped at once and the next call starts a new one."""
+    key = _started_for(workers)
+    ex = _KEPT.get("pool")
+    if ex is None or _KEPT.get("key") != key or getattr(ex, "_broken", False):
+        close_kept_pool()
+        ex = process_pool(workers)
+        _KEPT.update(key=key, pool=ex)
+    try:
+        yield ex
+    except BaseException:
+        _KEPT.clear()
+        stop_pool(ex)
+        raise
+
+def _call_range(fn: Callable[[int], object], lo: int, hi: int) -> list:
+    return [fn(i) for i in range(lo, hi)]
+
+
+def ordered_batches(fn: Callable[[int], object], n: int, batch_size: int, workers: int = 1,
+                    window: int = 4) -> Iterator[list]:
+    """``[fn(i) for i in batch]`` for the consecutive batches of ``range(n)``, in order. With ``workers`` > 1 they
+    are computed by that many spawned processes, ``window`` batches per worker at a time, while the caller
+    waits; the caller then consumes them while the workers wait (a caller running torch would otherwise
+    compete with them for the cores: its idle threads spin). ``fn`` must pickle, and importing its module
+    should be light. With one worker, or a single batch, here, one by one. The results do not depend on
+    ``workers``."""
+    spans = [(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)]
+    if workers <= 1 or len(spans) <= 1:
+        for lo, hi in spans:
+            yield _call_range(fn, lo, hi)
+        return
+    step = workers * window
+    with running_pool(min(workers, len(spans))) as ex:
+        for w in range(0, len(spans), step):
+            part = spans[w:w + step]
+            yield from list(ex.map(_call_range, [fn] * len(part), [lo for lo, _ in part], [hi for _, hi in part]))

@@ -1,0 +1,77 @@
+"""Worker processes (``sdmad_lite.processes``). Phantoms are drawn by workers while features are extracted
+(``features.extract(workers=…)``): the batches come back in order, the features are those of one process,
+and a worker that renders phantoms imports neither torch nor open_clip (else it would start in ten seconds,
+not one). The runs' pool is kept between calls of one process, and not past a change of settings or an error."""
+import functools
+import operator
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sdmad_lite import features as F
+from sdmad_lite.data.build import Subset, draws_images, image_of
+from sdmad_lite.data.phantoms.world import PhantomDataset
+from sdmad_lite.models.backbone import PHANTOMCLIP, load, vision_geometry
+from sdmad_lite import processes as P
+from sdmad_lite.processes import ordered_batches
+
+
+def test_ordered_batches_are_the_same_batches_in_the_same_order_with_workers():
+    fn = functools.partial(operator.mul, 3)
+    one = list(ordered_batches(fn, 11, 2))
+    assert one == [[0, 3], [6, 9], [12, 15], [18, 21], [24, 27], [30]]
+    assert list(ordered_batches(fn, 11, 2, workers=2, window=1)) == one  # several windows, the last one short
+    assert list(ordered_batches(fn, 0, 4, workers=2)) == []
+
+
+def test_features_drawn_by_workers_equal_those_drawn_here(monkeypatch):
+    monkeypatch.setattr(F, "MIN_PARALLEL_IMAGES", 0)
+    ds = PhantomDataset("oct", 10, seed=3, size=64)
+    taps = vision_geometry(PHANTOMCLIP)["taps"]
+    bb = load(PHANTOMCLIP)
+    get = functools.partial(image_of, ds)
+    here = F.extract(bb, get, len(ds), taps, batch_size=3, patches=[])
+    there = F.extract(bb, get, len(ds), taps, batch_size=3, patches=[], workers=2)
+    assert torch.equal(here.pooled, there.pooled)
+    assert all(torch.equal(here.taps[b], there.taps[b]) for b in taps)
+
+
+def test_only_drawn_datasets_are_spread_over_processes():
+    ds = PhantomDataset("chest", 4, seed=0, size=32)
+    assert draws_images(ds) and draws_images(Subset(ds, [0, 2], {"d": 0}))
+    assert not draws_images([{"image": None}])
+
+
+@pytest.mark.parametrize("module", ["sdmad_lite.data.build", "sdmad_lite.processes"])
+def test_a_rendering_worker_starts_without_torch(module):
+    code = (f"import sys, {module}, sdmad_lite.data.phantoms.world; "
+            "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _pids(ex) -> set[int]:
+    return {f.result() for f in [ex.submit(os.getpid) for _ in range(4)]}
+
+
+def test_the_kept_pool_serves_the_next_call_until_settings_change_or_a_call_fails(monkeypatch):
+    monkeypatch.setenv("SDMAD_SOMETHING", "a")
+    try:
+        with P.kept_pool(2) as ex:
+            first = _pids(ex)
+        with P.kept_pool(2) as again:
+            assert again is ex and _pids(again) <= first  # the same workers: nothing started twice
+        monkeypatch.setenv("SDMAD_SOMETHING", "b")  # workers started under "a" would run with it
+        with P.kept_pool(2) as other:
+            assert other is not ex
+        with pytest.raises(KeyboardInterrupt):
+            with P.kept_pool(2) as ex:
+                raise KeyboardInterrupt
+        with P.kept_pool(2) as fresh:  # the pool an error left is stopped, not reused
+            assert fresh is not ex and _pids(fresh)
+    finally:
+        P.close_kept_pool()
+    assert "pool" not in P._KEPT
