@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +29,11 @@ def default_workers() -> int:
 
 def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
     """Worker initialiser: end this worker when the process that started the pool is gone (killed,
-    or interrupted before the pool could shut down), instead of staying alive with its memory."""
+    or interrupted before the pool could shut down), instead of staying alive with its memory. Ctrl-C
+    is the parent's to act on (it stops the pool, :func:`stop_pool`): a worker ignores it, instead of
+    printing a traceback (a Jupyter kernel's interrupt and shutdown signal its whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(every_s)
