@@ -59,9 +59,10 @@ def run_job(cfg_dict: dict) -> dict:
     return run_cached(ExperimentConfig.from_dict(cfg_dict))
 
 
-def warm_task(cfg_dict: dict, patches: str = "all") -> None:
-    """Build the task of a config in a worker process: its frozen features land in the disk cache."""
-    get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches)
+def warm_task(cfg_dict: dict, patches: str = "all", workers: int = 1) -> None:
+    """Build the task of a config in a worker process, its phantoms drawn by ``workers`` processes: its frozen
+    features land in the disk cache."""
+    get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches, workers=workers)
 
 
 def forwarded_env() -> dict[str, str]:
@@ -96,7 +97,8 @@ def _local(cfgs: list[ExperimentConfig], todo: list[int], workers: int) -> Itera
             key, p = task_key(cfgs[i]), methods.patches_read(cfgs[i])
             tasks.setdefault(key, cfgs[i].to_dict())
             patches[key] = max(patches.get(key, p), p, key=PATCHES.index)
-        list(ex.map(warm_task, list(tasks.values()), [patches[k] for k in tasks]))
+        draw = max(1, workers // min(workers, len(tasks)))  # the cores the tasks built side by side leave free
+        list(ex.map(warm_task, list(tasks.values()), [patches[k] for k in tasks], [draw] * len(tasks)))
         futures = {ex.submit(run_job, cfgs[i].to_dict()): i for i in todo}
         for f in as_completed(futures):
             yield futures[f], f.result()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -111,29 +112,28 @@ def extract(backbone, get_image: Callable[[int], np.ndarray], n: int, taps: Sequ
             progress: bool = False, patches: Sequence[int] | None = None, workers: int = 1) -> Features:
     """Run the frozen backbone over images ``get_image(0..n-1)`` and keep taps + pooled embedding, float16.
 
-    ``workers`` > 1: the images (phantoms, whose drawing costs more than their encoding) are made by that
-    many processes (:func:`~sdmad_lite.processes.ordered_batches`; ``get_image`` must pickle); same features.
-
     ``patches``: the blocks of ``taps`` whose patch tokens are kept (default all); of the others only the
     class token is kept, batch by batch (the patches are never held for the whole set). Tap 0 is the input
-    of block 1 (the embeddings after ``ln_pre``; the shift placement reads each adapted block's input)."""
+    of block 1 (the embeddings after ``ln_pre``; the shift placement reads each adapted block's input).
+    ``workers`` > 1: the images (phantoms, whose drawing costs more than their encoding) are made by that
+    many processes (:func:`~sdmad_lite.processes.ordered_batches`; ``get_image`` must pickle); same features."""
     from tqdm.auto import tqdm
 
     taps = sorted(taps)
     keep = set(taps if patches is None else patches)
     out_taps: dict[int, list[torch.Tensor]] = {b: [] for b in taps}
     pooled = []
-    batches = ordered_batches(get_image, n, batch_size, workers if n >= MIN_PARALLEL_IMAGES else 1)
-    for imgs in tqdm(batches, total=-(-n // batch_size), disable=not progress, desc="features", leave=False):
-        pix = backbone.prepare(imgs)
-        p, t = backbone.forward_image(pix, taps=[b for b in taps if b > 0])
-        if 0 in taps:  # Backbone.forward_image taps blocks 1..n only; block 1's input is the embedding stream
-            t[0] = backbone.model.visual._embeds(pix)
-        pooled.append(torch.nn.functional.normalize(p.float(), dim=-1).half().cpu())
-        for b in taps:
-            out_taps[b].append((t[b] if b in keep else t[b][:, :1]).half().cpu())
-    feats = Features({b: torch.cat(v) for b, v in out_taps.items()}, torch.cat(pooled))
-    return feats
+    made = ordered_batches(get_image, n, batch_size, workers if n >= MIN_PARALLEL_IMAGES else 1)
+    with closing(made) as batches:  # an error while encoding stops the workers that draw
+        for imgs in tqdm(batches, total=-(-n // batch_size), disable=not progress, desc="features", leave=False):
+            pix = backbone.prepare(imgs)
+            p, t = backbone.forward_image(pix, taps=[b for b in taps if b > 0])
+            if 0 in taps:  # Backbone.forward_image taps blocks 1..n only; block 1's input is the embedding stream
+                t[0] = backbone.model.visual._embeds(pix)
+            pooled.append(torch.nn.functional.normalize(p.float(), dim=-1).half().cpu())
+            for b in taps:
+                out_taps[b].append((t[b] if b in keep else t[b][:, :1]).half().cpu())
+    return Features({b: torch.cat(v) for b, v in out_taps.items()}, torch.cat(pooled))
 
 
 def cache_bytes(n_images: int, geometry: dict, tokens: str = "all", bytes_per_value: int = 2) -> int:
@@ -174,9 +174,9 @@ def cached_features(backbone, dataset_key: dict, get_image: Callable[[int], np.n
                     patches: Sequence[int] | None = None, workers: int = 1) -> Features:
     """:func:`extract`, memoised on disk by (backbone, dataset): the pooled embedding and each tapped block
     in its own file, ``block{b}.all.pt`` (every token) or ``block{b}.cls.pt`` (the class token), written
-    atomically. ``patches``: the blocks whose patch tokens are kept (default all of ``taps``); ``workers``: extract's. A block asked
-    for its class token only is read from its ``all`` file when that exists; only the missing blocks are extracted.
-    """
+    atomically. ``patches``: the blocks whose patch tokens are kept (default all of ``taps``); ``workers``: extract's.
+    A block asked for its class token only is read from its ``all`` file when that exists; only the missing blocks
+    are extracted."""
     taps = sorted(taps)
     keep = set(taps if patches is None else patches)
     kind = {b: "all" if b in keep else "cls" for b in taps}

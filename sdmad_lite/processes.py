@@ -1,7 +1,9 @@
 """Process pools: how many workers, spawned (never forked), ended with their parent, stopped at once on
 Ctrl-C, kept between the calls of one process (:func:`kept_pool`); and :func:`ordered_batches`, work
-computed ahead in such a pool. Light on purpose (no torch): a
-worker imports the module of the function it runs, and a phantom-rendering worker should start in a second.
+computed ahead in such a pool. Light on purpose (no torch): a worker imports the module of the function it
+runs, and a phantom-rendering worker should start in a second. (A spawned worker also re-runs the main
+script's imports: from a notebook, ``python -m`` or ``python -c`` they are light; from the ``sdmad``
+command they load the whole library, seconds per worker.)
 """
 from __future__ import annotations
 
@@ -18,8 +20,15 @@ from typing import Callable, Iterator
 from . import settings
 
 
+#: whether this process is a worker of a pool of this module (set by its initialiser)
+_IN_WORKER = False
+
+
 def default_workers() -> int:
-    """Worker processes: ``SDMAD_WORKERS`` or the usable cores (at most 8)."""
+    """Worker processes: ``SDMAD_WORKERS`` or the usable cores (at most 8); 1 in a worker of a pool, whose pool
+    has the other cores (a caller that knows better, such as :func:`~sdmad_lite.executor.warm_task`, says so)."""
+    if _IN_WORKER:
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -32,6 +41,8 @@ def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
     or interrupted before the pool could shut down), instead of staying alive with its memory. Ctrl-C
     is the parent's to act on (it stops the pool, :func:`stop_pool`): a worker ignores it, instead of
     printing a traceback (a Jupyter kernel's interrupt and shutdown signal its whole process group)."""
+    global _IN_WORKER
+    _IN_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -105,19 +116,29 @@ def kept_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """:func:`running_pool`, but the pool is kept for the next call in this process while its size, working
     folder and settings stay the same: a notebook's second batch of runs does not start its workers again
     (each imports torch and open_clip, about ten seconds), and they keep the tasks they built. Left by an
-    exception (Ctrl-C, a failed run), the pool is stopped at once and the next call starts a new one."""
+    exception (Ctrl-C, a failed run), the pool is stopped at once and the next call starts a new one. A pool
+    still held by a call that was never finished (a generator left suspended by an interrupt) is not shared:
+    the next call gets a new one, and the old one is stopped by its holder."""
     key = _started_for(workers)
     ex = _KEPT.get("pool")
-    if ex is None or _KEPT.get("key") != key or getattr(ex, "_broken", False):
-        close_kept_pool()
+    if ex is None or _KEPT.get("key") != key or _KEPT.get("busy") or getattr(ex, "_broken", False):
+        if not _KEPT.get("busy"):
+            close_kept_pool()
         ex = process_pool(workers)
         _KEPT.update(key=key, pool=ex)
+    _KEPT["busy"] = True
     try:
         yield ex
     except BaseException:
-        _KEPT.clear()
+        if _KEPT.get("pool") is ex:
+            _KEPT.clear()
         stop_pool(ex)
         raise
+    if _KEPT.get("pool") is ex:
+        _KEPT["busy"] = False
+    else:  # another call replaced it while this one held it
+        ex.shutdown(wait=True)
+
 
 def _call_range(fn: Callable[[int], object], lo: int, hi: int) -> list:
     return [fn(i) for i in range(lo, hi)]

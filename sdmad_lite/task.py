@@ -157,9 +157,11 @@ def feature_taps(cfg: ExperimentConfig, blocks: list[int], patches: str = "none"
     return sorted(set(blocks) | inputs), sorted(set(keep) | (inputs if patches == "all" else set()))
 
 
-def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False, patches: str = "all") -> Task:
+def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False, patches: str = "all",
+               workers: int | None = None) -> Task:
     """The fixed part of an experiment: datasets (``data.build``), sign bank, text bank, features
-    (with the patch tokens of the blocks ``patches`` names, :data:`~sdmad_lite.features.PATCHES`)."""
+    (with the patch tokens of the blocks ``patches`` names, :data:`~sdmad_lite.features.PATCHES`; phantoms
+    drawn by ``workers`` processes, default :func:`~sdmad_lite.processes.default_workers`)."""
     blocks = cfg.model.adapter_blocks or default_taps(backbone.n_blocks)
     bad = [b for b in blocks if not 1 <= b <= backbone.n_blocks]
     if bad:
@@ -179,9 +181,10 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
     name_text = torch.stack([backbone.mean_text(bank.category_name_prompts(c)) for c in categories])
     feats = {}
     taps, keep = feature_taps(cfg, blocks, patches)
+    draw_workers = default_workers() if workers is None else workers
     for name, ds in (("test", test), ("pool", pool)):
         feats[name] = cached_features(backbone, dataset_key(ds), partial(image_of, ds), len(ds), taps, progress=progress,
-                                      patches=keep, workers=default_workers() if draws_images(ds) else 1).float()
+                                      patches=keep, workers=draw_workers if draws_images(ds) else 1).float()
     return Task(cfg.data.dataset, categories, bank, text, sign_ids, expert, drawn, known, name_text, pool, test,
                 feats["pool"], feats["test"], sorted(blocks), backbone)
 
@@ -214,11 +217,11 @@ def task_key(cfg: ExperimentConfig) -> str:
     return stable_hash(key + ["block inputs"] if reads_block_inputs(cfg) else key, 32)
 
 
-def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all") -> Task:
+def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all", workers: int | None = None) -> Task:
     """The task of ``cfg`` (built once per process, features from the disk cache) with the patch tokens
     ``patches`` names (:data:`~sdmad_lite.features.PATCHES`; a task already built with more patches
     serves); with ``selection.noise`` > 0, the task with noisy sign pools drawn from ``cfg.seed``
-    (:func:`with_sign_noise`)."""
+    (:func:`with_sign_noise`). ``workers``: as in :func:`build_task`."""
     if patches not in PATCHES:
         raise ValueError(f"patches must be one of {', '.join(PATCHES)}, got {patches!r}")
     bb = get_backbone(cfg)
@@ -226,7 +229,7 @@ def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all"
     have = [p for p in PATCHES[PATCHES.index(patches):] if (data, p) in _TASKS]  # this one or a superset
     key = (data, have[0] if have else patches)
     if key not in _TASKS:
-        _TASKS[key] = build_task(cfg, bb, progress=progress, patches=patches)
+        _TASKS[key] = build_task(cfg, bb, progress=progress, patches=patches, workers=workers)
     else:
         check_feasible(_TASKS[key].pool, cfg)  # this config's shots and seed
     task, sel = _TASKS[key], cfg.selection

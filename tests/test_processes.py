@@ -54,6 +54,7 @@ def test_a_rendering_worker_starts_without_torch(module):
 
 
 def _pids(ex) -> set[int]:
+    """The pids of the workers that answered four calls (one worker may answer all of them)."""
     return {f.result() for f in [ex.submit(os.getpid) for _ in range(4)]}
 
 
@@ -62,8 +63,8 @@ def test_the_kept_pool_serves_the_next_call_until_settings_change_or_a_call_fail
     try:
         with P.kept_pool(2) as ex:
             first = _pids(ex)
-        with P.kept_pool(2) as again:
-            assert again is ex and _pids(again) <= first  # the same workers: nothing started twice
+        with P.kept_pool(2) as again:  # the same workers: nothing started twice
+            assert again is ex and set(again._processes) == set(ex._processes) and _pids(again) <= set(ex._processes)
         monkeypatch.setenv("SDMAD_SOMETHING", "b")  # workers started under "a" would run with it
         with P.kept_pool(2) as other:
             assert other is not ex
@@ -75,3 +76,24 @@ def test_the_kept_pool_serves_the_next_call_until_settings_change_or_a_call_fail
     finally:
         P.close_kept_pool()
     assert "pool" not in P._KEPT
+
+
+def test_a_pool_held_by_a_call_never_finished_is_not_shared():
+    """A run_many generator left suspended (an interrupt in its caller's frame) still holds its pool: the next
+    call gets its own, and the holder, when it ends, shuts down the pool that is no longer the kept one."""
+    try:
+        held = P.kept_pool(2)
+        ex = held.__enter__()
+        with P.kept_pool(2) as other:
+            assert other is not ex and _pids(other)
+        held.__exit__(None, None, None)
+        assert P._KEPT["pool"] is other and ex._shutdown_thread
+    finally:
+        P.close_kept_pool()
+
+
+def test_a_worker_of_a_pool_draws_with_one_process_unless_told_otherwise():
+    """No pool inside a pool by default: a run worker's phantoms are drawn by workers only when the caller,
+    who knows how many tasks are built side by side, says how many (executor.warm_task)."""
+    with P.running_pool(1) as ex:
+        assert ex.submit(P.default_workers).result() == 1
