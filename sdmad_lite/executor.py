@@ -145,7 +145,8 @@ def iter_runs(cfgs: Sequence[ExperimentConfig], workers: int | None = None, back
 def run_many(cfgs: Sequence[ExperimentConfig], workers: int | None = None, backend: str = "local",
              progress: bool = False) -> list[dict]:
     """:func:`~sdmad_lite.run.run_cached` for every config, rows in the order of ``cfgs`` (:func:`iter_runs`).
-    ``workers``: None for :func:`default_workers` (``SDMAD_WORKERS``); ``progress``: a :func:`progress_bar`."""
+    ``workers``: None for :func:`~sdmad_lite.processes.default_workers` (``SDMAD_WORKERS``); ``progress``: a
+    :func:`progress_bar`."""
     cfgs = list(cfgs)
     rows: list[dict | None] = [None] * len(cfgs)
     for i, row in iter_runs(cfgs, workers, backend, progress):
