@@ -17,7 +17,7 @@ from . import cache, methods, settings
 from .config import ExperimentConfig
 from .errors import ConfigError
 from .features import PATCHES
-from .processes import default_workers, kept_pool
+from .processes import default_workers, forwarded_env, kept_pool
 from .run import run_cached
 from .task import get_task, task_key
 
@@ -63,13 +63,6 @@ def warm_task(cfg_dict: dict, patches: str = "all", workers: int = 1) -> None:
     """Build the task of a config in a worker process, its phantoms drawn by ``workers`` processes: its frozen
     features land in the disk cache."""
     get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches, workers=workers)
-
-
-def forwarded_env() -> dict[str, str]:
-    """The variables a remote (Ray) worker needs to run as this process would (never a token: ``HF_TOKEN``
-    stays on this machine)."""
-    return {k: v for k, v in os.environ.items()
-            if k.startswith(("SDMAD_", "OMP_NUM_THREADS")) or k in ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE")}
 
 
 def _ray_start(ray, workers: int, address: str | None) -> None:

@@ -93,11 +93,19 @@ def running_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 _KEPT: dict = {}
 
 
+def forwarded_env() -> dict[str, str]:
+    """The variables that set up a run, which a worker needs to run as this process would: the library's
+    settings, torch's threads and CPU kernels, the Hugging Face cache (never a token: ``HF_TOKEN`` stays on
+    this machine; a remote Ray worker gets these and no others)."""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(("SDMAD_", "OMP_NUM_THREADS", "ATEN_"))
+            or k in ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE")}
+
+
 def _started_for(workers: int) -> tuple:
     """What a kept pool's workers took from this process when they started: their number, the working folder
-    and the variables that set up a run (a worker started under other settings would run with those)."""
-    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("SDMAD_", "OMP_", "ATEN_", "HF_")))
-    return workers, os.getcwd(), tuple(env)
+    and :func:`forwarded_env` (a worker started under other settings would run with those)."""
+    return workers, os.getcwd(), tuple(sorted(forwarded_env().items()))
 
 
 def close_kept_pool() -> None:

@@ -297,7 +297,7 @@ def test_4_real_files_are_fingerprinted_by_content(tmp_path):
 def test_4_ray_workers_get_no_token_and_the_readme_says_who_writes_a_shared_cache(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     monkeypatch.setenv("SDMAD_CACHE", "/shared/cache")
-    env = executor.forwarded_env()
+    env = processes.forwarded_env()
     assert "HF_TOKEN" not in env and env["SDMAD_CACHE"] == "/shared/cache"
     readme = (ROOT / "README.md").read_text()
     ray = readme[readme.index("### Sweeps on many cores"):]
