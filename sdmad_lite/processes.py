@@ -2,8 +2,9 @@
 Ctrl-C, kept between the calls of one process (:func:`kept_pool`); and :func:`ordered_batches`, work
 computed ahead in such a pool. Light on purpose (no torch): a worker imports the module of the function it
 runs, and a phantom-rendering worker should start in a second. (A spawned worker also re-runs the main
-script's imports: from a notebook, ``python -m`` or ``python -c`` they are light; from the ``sdmad``
-command they load the whole library, seconds per worker.)
+script's imports: from a notebook, ``python -m`` or ``python -c`` they are light, and so are the ``sdmad``
+command's, whose script imports only :mod:`sdmad_lite.cli`.) A worker runs torch on its share of the cores
+(:func:`share_threads`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,25 +26,44 @@ from . import settings
 _IN_WORKER = False
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Worker processes: ``SDMAD_WORKERS`` or the usable cores (at most 8); 1 in a worker of a pool, whose pool
     has the other cores (a caller that knows better, such as :func:`~sdmad_lite.executor.warm_task`, says so)."""
     if _IN_WORKER:
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return settings.workers(max(1, min(8, cores)))
+    return settings.workers(max(1, min(8, usable_cores())))
 
 
-def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
-    """Worker initialiser: end this worker when the process that started the pool is gone (killed,
-    or interrupted before the pool could shut down), instead of staying alive with its memory. Ctrl-C
-    is the parent's to act on (it stops the pool, :func:`stop_pool`): a worker ignores it, instead of
+def share_threads(threads: int) -> None:
+    """Give torch ``threads`` threads in this process, unless ``OMP_NUM_THREADS`` says otherwise (a user's
+    setting wins). Before torch is imported, through ``OMP_NUM_THREADS``, which torch reads then (a rendering
+    worker never imports it); after, directly."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def _init_worker(parent: int, threads: int, every_s: float = 1.0) -> None:
+    """Worker initialiser: torch gets ``threads`` threads (:func:`share_threads`: the pool's share of the
+    cores; two workers with every core's threads each run torch twice as slowly as with their share, their
+    idle threads spinning against each other). The worker ends when the process that started the pool is
+    gone (killed, or interrupted before the pool could shut down), instead of staying alive with its memory.
+    Ctrl-C is the parent's to act on (it stops the pool, :func:`stop_pool`): a worker ignores it, instead of
     printing a traceback (a Jupyter kernel's interrupt and shutdown signal its whole process group)."""
     global _IN_WORKER
     _IN_WORKER = True
+    share_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -54,10 +75,11 @@ def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes for runs. Spawned, not forked: a forked child of a process
-    that has run torch's thread pools can hang. A worker ends when the parent dies."""
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
-                               initargs=(os.getpid(),))
+    """A pool of ``workers`` processes for runs, each with its share of the cores' threads. Spawned, not
+    forked: a forked child of a process that has run torch's thread pools can hang. A worker ends when the
+    parent dies."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(os.getpid(), max(1, usable_cores() // workers)))
 
 
 def stop_pool(ex: ProcessPoolExecutor) -> None:

@@ -4,8 +4,22 @@
 writes a config naming another profile (``profile: colab``) would then be refused by
 :func:`sdmad_lite.config.load_config`. Each test starts with the variable unset; tests about the
 variable set it themselves with ``monkeypatch``.
+
+Under pytest-xdist (``-n auto``, as ``scripts/test.sh`` runs it) each test process gets its share of the
+cores' threads, as a worker of the library's own pools does (:func:`sdmad_lite.processes.share_threads`):
+two processes each running torch on every core run it about twice as slowly as on their share.
 """
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if n > 1:
+        from sdmad_lite.processes import share_threads, usable_cores
+
+        share_threads(max(1, usable_cores() // n))
 
 
 @pytest.fixture(autouse=True)

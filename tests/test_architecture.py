@@ -78,9 +78,11 @@ def layer_of(module: str) -> int:
 FILES = sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-#: the one deferred import: the package root's ``print_config`` (PEP 562 ``__getattr__``) loads the backbone
+#: the deferred imports: the package root's ``print_config`` (PEP 562 ``__getattr__``) loads the backbone
 #: code only when called, so that a process that imports the package to render phantoms starts without torch
-DEFERRED = {("sdmad_lite/__init__.py", "sdmad_lite.info")}
+DEFERRED = {("sdmad_lite/__init__.py", "sdmad_lite.info"),
+            # and the ``sdmad`` command's body: a worker the command spawns re-runs the imports of its script
+            ("sdmad_lite/cli/__init__.py", "sdmad_lite.cli.commands")}
 
 
 def test_no_function_local_import_of_the_package():

@@ -509,7 +509,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_cli_recognises_library_errors_but_not_bugs():
-    from sdmad_lite.cli import is_user_error
+    from sdmad_lite.cli.commands import is_user_error
     from sdmad_lite.models.backbone import BackboneError
     from sdmad_lite.run import RunExistsError
     from sdmad_lite.settings import SettingError

@@ -45,8 +45,10 @@ def test_only_drawn_datasets_are_spread_over_processes():
     assert not draws_images([{"image": None}])
 
 
-@pytest.mark.parametrize("module", ["sdmad_lite.data.build", "sdmad_lite.processes"])
+@pytest.mark.parametrize("module", ["sdmad_lite.data.build", "sdmad_lite.processes", "sdmad_lite.cli"])
 def test_a_rendering_worker_starts_without_torch(module):
+    """The modules a rendering worker imports, and the ``sdmad`` command's script (whose imports a worker
+    spawned by the command re-runs), load neither torch nor open_clip."""
     code = (f"import sys, {module}, sdmad_lite.data.phantoms.world; "
             "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -97,3 +99,30 @@ def test_a_worker_of_a_pool_draws_with_one_process_unless_told_otherwise():
     who knows how many tasks are built side by side, says how many (executor.warm_task)."""
     with P.running_pool(1) as ex:
         assert ex.submit(P.default_workers).result() == 1
+
+
+def _threads() -> tuple[int, str | None, bool]:
+    import torch as t  # imported in the worker after its initialiser ran
+
+    return t.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), True
+
+
+def test_a_pool_worker_runs_torch_on_its_share_of_the_cores(monkeypatch):
+    """Two workers each running torch on every core take about twice as long as on their share (benchmarks:
+    their idle threads spin against each other): a worker of a pool of n gets cores // n threads, unless the
+    user set OMP_NUM_THREADS, which wins. A process that has imported torch gets its share directly."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    share = max(1, P.usable_cores() // 2)
+    with P.running_pool(2) as ex:
+        assert ex.submit(_threads).result() == (share, str(share), True)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with P.running_pool(2) as ex:
+        assert ex.submit(_threads).result()[1] == "3"  # the user's (torch may cap it at the cores)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    before = torch.get_num_threads()
+    try:
+        P.share_threads(1)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+        os.environ.pop("OMP_NUM_THREADS", None)

@@ -59,3 +59,19 @@ def test_the_config_reaches_the_datasets():
     cfg = C.ExperimentConfig.from_dict({"data": {"scanner_shift": 0.25, "scanner_seed": 3, "n_test": 2, "n_pool": 2}})
     _, test, pool = phantom_datasets(cfg)
     assert test.scanner == pool.scanner == Scanner(0.25, 3)
+
+
+@pytest.mark.parametrize("method", ["always-normal", "label-prior"])
+def test_the_reference_rows_read_no_image_so_the_scanner_leaves_them_alone(method, tmp_path, monkeypatch):
+    """Chapter 11 computes its reference rows once, unshifted, and shows them at every strength: the scanner
+    changes the images, never the labels, and these rows read only labels."""
+    from sdmad_lite.run import run
+
+    monkeypatch.setenv("SDMAD_CACHE", str(tmp_path))
+    rows = []
+    for shift in (0.0, 1.0):
+        cfg = C.ExperimentConfig.from_dict({"method": method, "k_shot": 2, "seed": 5, "protocols": ["integrated"],
+                                            "data": {"dataset": "phantom-oct", "n_test": 20, "n_pool": 60,
+                                                     "image_size": 32, "scanner_shift": shift}})
+        rows.append({k: v for k, v in run(cfg).items() if k not in ("data.scanner_shift", "config_hash", "wall_time_s")})
+    assert rows[0] == rows[1] and 0 < rows[0]["integrated.subset_accuracy"] < 1

@@ -112,7 +112,7 @@ def test_k_too_large_fails_before_the_run_folder(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
-    import sdmad_lite.cli as cli
+    import sdmad_lite.cli.commands as cli
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -124,7 +124,7 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
-    import sdmad_lite.cli as cli
+    import sdmad_lite.cli.commands as cli
 
     def buggy(args):
         raise ValueError("a plain ValueError from somewhere")

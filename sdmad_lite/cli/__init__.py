@@ -1,69 +1,14 @@
-"""The ``sdmad`` command: every sub-command's arguments, gathered here (domain modules hold no argparse).
+"""The ``sdmad`` command (``sdmad --help``; the parser and the sub-commands: :mod:`sdmad_lite.cli.commands`).
 
-Modules: ``cli/data.py`` (phantoms, stats), ``cli/signs.py``, ``cli/models.py`` (pretrain-phantomclip,
-zeroshot-report), ``cli/experiments.py`` (run, sweep).
+Light on purpose: a worker process that a command spawns re-runs the imports of the command's script, which
+imports this module. :func:`main` loads the whole library only when the command runs, so a worker that draws
+phantoms starts in a second, not ten (``sdmad_lite.processes``).
 """
 from __future__ import annotations
 
-import argparse
-import re
-import sys
-
-from ..errors import SdmadError
-from ..version import __version__
-from ..info import print_config
-from . import data, experiments, models, prepare, signs
-
-#: modules that register sub-commands, in the order ``sdmad --help`` lists them
-SUBCOMMANDS = (data, prepare, signs, models, experiments)
-
-
-def _info(args: argparse.Namespace) -> int:
-    print_config(args.profile)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdmad", description="SD-MAD Lite: sign-driven few-shot multi-anomaly detection")
-    parser.add_argument("--version", action="version", version=f"sdmad-lite {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("info", help="print versions, profile, device, threads")
-    p.add_argument("--profile", default=None, help="offline (default), colab or paper; else $SDMAD_PROFILE")
-    p.set_defaults(func=_info)
-    for module in SUBCOMMANDS:
-        module.add_subcommands(sub)
-    return parser
-
-
-def is_user_error(e: BaseException) -> bool:
-    """An error the user can fix: a :class:`~sdmad_lite.errors.SdmadError` (bad config, file, data,
-    weights, run folder, setting). Anything else is a bug and keeps its traceback."""
-    return isinstance(e, SdmadError)
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.command_line = " ".join(["sdmad"] + list(sys.argv[1:] if argv is None else argv))  # what a CSV records
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"sdmad {args.command}: interrupted (a run resumes from its checkpoint, a sweep from its CSV: "
-              "run the same command again)", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 — the library's own errors get one line; anything else is a bug: re-raised
-        if not is_user_error(e):
-            raise
-        print(f"sdmad {args.command}: error: {_ANSI.sub('', str(e))}", file=sys.stderr)
-        return 2
+    """Run the ``sdmad`` command line ``argv`` (default: this process's arguments); the exit status."""
+    from .commands import main as run_command
 
-
-#: terminal escape sequences (colours, bold) that a message quoted from another library may hold
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_command(argv)
