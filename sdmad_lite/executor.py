@@ -17,7 +17,7 @@ from . import cache, methods, settings
 from .config import ExperimentConfig
 from .errors import ConfigError
 from .features import PATCHES
-from .processes import default_workers, forwarded_env, kept_pool
+from .processes import default_workers, forwarded_env, kept_pool, threads_for
 from .run import run_cached
 from .task import get_task, task_key
 
@@ -60,9 +60,11 @@ def run_job(cfg_dict: dict) -> dict:
 
 
 def warm_task(cfg_dict: dict, patches: str = "all", workers: int = 1) -> None:
-    """Build the task of a config in a worker process, its phantoms drawn by ``workers`` processes: its frozen
+    """Build the task of a config in a worker process, its phantoms drawn by ``workers`` processes and its
+    images encoded on ``workers`` threads (the cores the tasks built side by side leave it): its frozen
     features land in the disk cache."""
-    get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches, workers=workers)
+    with threads_for(workers):
+        get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches, workers=workers)
 
 
 def _ray_start(ray, workers: int, address: str | None) -> None:

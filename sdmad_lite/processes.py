@@ -24,6 +24,8 @@ from . import settings
 
 #: whether this process is a worker of a pool of this module (set by its initialiser)
 _IN_WORKER = False
+#: whether the user set torch's threads (``OMP_NUM_THREADS``) for this worker (set by its initialiser)
+_USER_THREADS = False
 
 
 def usable_cores() -> int:
@@ -54,6 +56,24 @@ def share_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def threads_for(n: int) -> Iterator[None]:
+    """torch on ``n`` threads for a block, then as before: a pool's worker that builds the only task in progress
+    encodes on the cores its pool leaves free (:func:`~sdmad_lite.executor.warm_task`). The user's
+    ``OMP_NUM_THREADS`` wins; without torch imported, nothing to do."""
+    torch = sys.modules.get("torch")
+    user = _USER_THREADS if _IN_WORKER else "OMP_NUM_THREADS" in os.environ
+    if torch is None or user:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _init_worker(parent: int, threads: int, every_s: float = 1.0) -> None:
     """Worker initialiser: torch gets ``threads`` threads (:func:`share_threads`: the pool's share of the
     cores; two workers with every core's threads each run torch twice as slowly as with their share, their
@@ -61,8 +81,8 @@ def _init_worker(parent: int, threads: int, every_s: float = 1.0) -> None:
     gone (killed, or interrupted before the pool could shut down), instead of staying alive with its memory.
     Ctrl-C is the parent's to act on (it stops the pool, :func:`stop_pool`): a worker ignores it, instead of
     printing a traceback (a Jupyter kernel's interrupt and shutdown signal its whole process group)."""
-    global _IN_WORKER
-    _IN_WORKER = True
+    global _IN_WORKER, _USER_THREADS
+    _IN_WORKER, _USER_THREADS = True, "OMP_NUM_THREADS" in os.environ
     share_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

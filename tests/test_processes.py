@@ -126,3 +126,25 @@ def test_a_pool_worker_runs_torch_on_its_share_of_the_cores(monkeypatch):
     finally:
         torch.set_num_threads(before)
         os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def _warm_threads(n: int) -> tuple[int, int, int]:
+    import torch as t
+
+    before = t.get_num_threads()
+    with P.threads_for(n):
+        inside = t.get_num_threads()
+    return before, inside, t.get_num_threads()
+
+
+def test_a_worker_building_the_only_task_encodes_on_the_cores_its_pool_leaves_free(monkeypatch):
+    """executor.warm_task: a worker's threads follow the tasks built side by side (one task: the pool's
+    cores; as many tasks as workers: its share), then go back; a user's OMP_NUM_THREADS is left alone."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with P.running_pool(2) as ex:
+        share = max(1, P.usable_cores() // 2)
+        assert ex.submit(_warm_threads, 2).result() == (share, 2, share)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with P.running_pool(2) as ex:
+        assert ex.submit(_warm_threads, 2).result() == (1, 1, 1)
+
