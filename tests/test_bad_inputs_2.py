@@ -29,7 +29,8 @@ import torch
 import yaml
 
 from sdmad_lite import cache, executor, processes
-from sdmad_lite.cli import build_parser, main
+from sdmad_lite.cli import main
+from sdmad_lite.cli.commands import build_parser
 from sdmad_lite.config import ConfigError, ExperimentConfig
 from sdmad_lite.data.build import file_fingerprint
 from sdmad_lite.data.download import DownloadError, extract_tar
