@@ -17,7 +17,7 @@ from . import cache, methods, settings
 from .config import ExperimentConfig
 from .errors import ConfigError
 from .features import PATCHES
-from .processes import default_workers, forwarded_env, kept_pool, threads_for
+from .processes import default_workers, forwarded_env, kept_pool, threads_for, usable_cores
 from .run import run_cached
 from .task import get_task, task_key
 
@@ -59,11 +59,19 @@ def run_job(cfg_dict: dict) -> dict:
     return run_cached(ExperimentConfig.from_dict(cfg_dict))
 
 
-def warm_task(cfg_dict: dict, patches: str = "all", workers: int = 1) -> None:
+def task_shares(workers: int, tasks: int, cores: int | None = None) -> tuple[int, int]:
+    """What each of ``tasks`` tasks built side by side by a pool of ``workers`` gets: the processes that draw its
+    phantoms (the pool's workers it leaves free) and the torch threads that encode them (the cores it leaves
+    free; default: this process's usable cores)."""
+    side_by_side = max(1, min(workers, tasks))
+    cores = usable_cores() if cores is None else cores
+    return max(1, workers // side_by_side), max(1, cores // side_by_side)
+
+
+def warm_task(cfg_dict: dict, patches: str = "all", workers: int = 1, threads: int = 1) -> None:
     """Build the task of a config in a worker process, its phantoms drawn by ``workers`` processes and its
-    images encoded on ``workers`` threads (the cores the tasks built side by side leave it): its frozen
-    features land in the disk cache."""
-    with threads_for(workers):
+    images encoded on ``threads`` threads (:func:`task_shares`): its frozen features land in the disk cache."""
+    with threads_for(threads):
         get_task(ExperimentConfig.from_dict(cfg_dict), patches=patches, workers=workers)
 
 
@@ -92,8 +100,9 @@ def _local(cfgs: list[ExperimentConfig], todo: list[int], workers: int) -> Itera
             key, p = task_key(cfgs[i]), methods.patches_read(cfgs[i])
             tasks.setdefault(key, cfgs[i].to_dict())
             patches[key] = max(patches.get(key, p), p, key=PATCHES.index)
-        draw = max(1, workers // min(workers, len(tasks)))  # the cores the tasks built side by side leave free
-        list(ex.map(warm_task, list(tasks.values()), [patches[k] for k in tasks], [draw] * len(tasks)))
+        draw, threads = task_shares(workers, len(tasks))
+        list(ex.map(warm_task, list(tasks.values()), [patches[k] for k in tasks], [draw] * len(tasks),
+                    [threads] * len(tasks)))
         futures = {ex.submit(run_job, cfgs[i].to_dict()): i for i in todo}
         for f in as_completed(futures):
             yield futures[f], f.result()

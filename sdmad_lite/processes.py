@@ -44,12 +44,17 @@ def default_workers() -> int:
     return settings.workers(max(1, min(8, usable_cores())))
 
 
+def user_set_threads() -> bool:
+    """Whether the user set torch's threads (``OMP_NUM_THREADS``) for this process: in a pool's worker, what its
+    parent said (the variable there may be the library's own, :func:`share_threads`); else the variable."""
+    return _USER_THREADS if _IN_WORKER else "OMP_NUM_THREADS" in os.environ
+
+
 def share_threads(threads: int) -> None:
-    """Give torch ``threads`` threads in this process, unless ``OMP_NUM_THREADS`` says otherwise (a user's
-    setting wins). Before torch is imported, through ``OMP_NUM_THREADS``, which torch reads then (a rendering
-    worker never imports it); after, directly."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
+    """Give torch ``threads`` threads in this process and in the processes it starts: through
+    ``OMP_NUM_THREADS``, which torch reads when imported (a rendering worker never imports it), and directly
+    when torch is already imported. The caller checks first that the user did not set them
+    (:func:`user_set_threads`)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -62,8 +67,7 @@ def threads_for(n: int) -> Iterator[None]:
     encodes on the cores its pool leaves free (:func:`~sdmad_lite.executor.warm_task`). The user's
     ``OMP_NUM_THREADS`` wins; without torch imported, nothing to do."""
     torch = sys.modules.get("torch")
-    user = _USER_THREADS if _IN_WORKER else "OMP_NUM_THREADS" in os.environ
-    if torch is None or user:
+    if torch is None or user_set_threads():
         yield
         return
     before = torch.get_num_threads()
@@ -74,16 +78,17 @@ def threads_for(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _init_worker(parent: int, threads: int, every_s: float = 1.0) -> None:
-    """Worker initialiser: torch gets ``threads`` threads (:func:`share_threads`: the pool's share of the
-    cores; two workers with every core's threads each run torch twice as slowly as with their share, their
+def _init_worker(parent: int, threads: int, user: bool, every_s: float = 1.0) -> None:
+    """Worker initialiser: torch gets ``threads`` threads unless the user set them (``user``, decided by the
+    parent: :func:`user_set_threads`) (:func:`share_threads`: the pool's share of the cores; two workers with every core's threads each run torch twice as slowly as with their share, their
     idle threads spinning against each other). The worker ends when the process that started the pool is
     gone (killed, or interrupted before the pool could shut down), instead of staying alive with its memory.
     Ctrl-C is the parent's to act on (it stops the pool, :func:`stop_pool`): a worker ignores it, instead of
     printing a traceback (a Jupyter kernel's interrupt and shutdown signal its whole process group)."""
     global _IN_WORKER, _USER_THREADS
-    _IN_WORKER, _USER_THREADS = True, "OMP_NUM_THREADS" in os.environ
-    share_threads(threads)
+    _IN_WORKER, _USER_THREADS = True, user
+    if not user:
+        share_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -99,7 +104,7 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     forked: a forked child of a process that has run torch's thread pools can hang. A worker ends when the
     parent dies."""
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(os.getpid(), max(1, usable_cores() // workers)))
+                               initargs=(os.getpid(), max(1, usable_cores() // workers), user_set_threads()))
 
 
 def stop_pool(ex: ProcessPoolExecutor) -> None:

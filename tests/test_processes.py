@@ -104,20 +104,30 @@ def test_a_worker_of_a_pool_draws_with_one_process_unless_told_otherwise():
 def _threads() -> tuple[int, str | None, bool]:
     import torch as t  # imported in the worker after its initialiser ran
 
-    return t.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), True
+    return t.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), P.user_set_threads()
+
+
+def _nested_user() -> bool:
+    """Whether a pool started by a pool's worker takes the worker's threads for the user's."""
+    with P.running_pool(1) as ex:
+        return ex.submit(P.user_set_threads).result()
 
 
 def test_a_pool_worker_runs_torch_on_its_share_of_the_cores(monkeypatch):
-    """Two workers each running torch on every core take about twice as long as on their share (benchmarks:
-    their idle threads spin against each other): a worker of a pool of n gets cores // n threads, unless the
-    user set OMP_NUM_THREADS, which wins. A process that has imported torch gets its share directly."""
+    """Two workers each running torch on every core take about twice as long as on their share
+    (benchmarks/bench_threads.py: their idle threads spin against each other): a worker of a pool of n gets
+    cores // n threads, unless the user set OMP_NUM_THREADS, which wins; the variable a worker sets for itself
+    is not taken for the user's by the pools it starts. A process that has imported torch gets its share
+    directly."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     share = max(1, P.usable_cores() // 2)
     with P.running_pool(2) as ex:
-        assert ex.submit(_threads).result() == (share, str(share), True)
+        assert ex.submit(_threads).result() == (share, str(share), False)
+        assert ex.submit(_nested_user).result() is False
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     with P.running_pool(2) as ex:
-        assert ex.submit(_threads).result()[1] == "3"  # the user's (torch may cap it at the cores)
+        assert ex.submit(_threads).result()[1:] == ("3", True)  # the user's (torch may cap it at the cores)
+        assert ex.submit(_nested_user).result() is True
     monkeypatch.delenv("OMP_NUM_THREADS")
     before = torch.get_num_threads()
     try:
@@ -137,14 +147,20 @@ def _warm_threads(n: int) -> tuple[int, int, int]:
     return before, inside, t.get_num_threads()
 
 
-def test_a_worker_building_the_only_task_encodes_on_the_cores_its_pool_leaves_free(monkeypatch):
-    """executor.warm_task: a worker's threads follow the tasks built side by side (one task: the pool's
-    cores; as many tasks as workers: its share), then go back; a user's OMP_NUM_THREADS is left alone."""
+def test_tasks_built_side_by_side_share_the_pool_and_the_cores(monkeypatch):
+    """executor.warm_task: each task built side by side gets the pool's workers and the cores the others leave
+    it, in their own units (processes that draw, threads that encode); a worker's threads go back after, and a
+    user's OMP_NUM_THREADS is left alone."""
+    from sdmad_lite.executor import task_shares
+
+    assert task_shares(8, 8, cores=16) == (1, 2)  # 8 tasks at once: each its worker and its 2 cores
+    assert task_shares(8, 1, cores=16) == (8, 16)  # the only task: every worker draws, every core encodes
+    assert task_shares(2, 1, cores=16) == (2, 16) and task_shares(2, 3, cores=2) == (1, 1)
+    assert task_shares(4, 10, cores=2) == (1, 1)  # never below one
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores, share = P.usable_cores(), max(1, P.usable_cores() // 2)
     with P.running_pool(2) as ex:
-        share = max(1, P.usable_cores() // 2)
-        assert ex.submit(_warm_threads, 2).result() == (share, 2, share)
+        assert ex.submit(_warm_threads, cores).result() == (share, cores, share)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with P.running_pool(2) as ex:
         assert ex.submit(_warm_threads, 2).result() == (1, 1, 1)
-

@@ -70,7 +70,7 @@ def test_the_reference_rows_read_no_image_so_the_scanner_leaves_them_alone(metho
     monkeypatch.setenv("SDMAD_CACHE", str(tmp_path))
     rows = []
     for shift in (0.0, 1.0):
-        cfg = C.ExperimentConfig.from_dict({"method": method, "k_shot": 2, "seed": 5, "protocols": ["integrated"],
+        cfg = C.ExperimentConfig.from_dict({"method": method, "k_shot": 2, "seed": 5, "protocols": ["integrated", "per-anomaly"],
                                             "data": {"dataset": "phantom-oct", "n_test": 20, "n_pool": 60,
                                                      "image_size": 32, "scanner_shift": shift}})
         rows.append({k: v for k, v in run(cfg).items() if k not in ("data.scanner_shift", "config_hash", "wall_time_s")})
