@@ -99,8 +99,10 @@ def zero_shot(checkpoint: str, seeds: int, n: int, modalities) -> list[dict]:
     return rows
 
 
-def runs(checkpoint: str, modality: str, k: int, seeds, method: str, workers: int = 1) -> list[dict]:
-    """``method`` at ``k`` shots per category on the development world of ``modality``, one run per seed."""
+def runs(checkpoint: str, modality: str, k: int, seeds, method: str, workers: int = 1,
+         conspicuity: float = 1.0) -> list[dict]:
+    """``method`` at ``k`` shots per category on the development world of ``modality`` (its signs drawn at
+    ``conspicuity``, 1 = the book's), one run per seed."""
     from sdmad_lite import methods as M
     from sdmad_lite.config import default_config
     from sdmad_lite.executor import run_many
@@ -110,7 +112,7 @@ def runs(checkpoint: str, modality: str, k: int, seeds, method: str, workers: in
     base.data.world = "development"
     base.model.pretrained = checkpoint
     base.protocols = ["integrated", "per-anomaly"]
-    base.k_shot = k
+    base.k_shot, base.data.conspicuity = k, conspicuity
     cfgs = []
     for s in seeds:
         c = M.config_for(method, base)

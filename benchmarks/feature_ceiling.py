@@ -12,9 +12,9 @@ curve (``shots_curve.csv``) rises only slowly with k. Two measurements on the de
    embedding of *every* pool image (1,000, not 4 per category), scored on the development test set:
    the anomaly-column AUROC a linear reader of these features reaches when shots are not the limit,
    at a few regularisation strengths (scikit-learn's ``C``).
-2. **Stronger signs.** The library's linear probe and frozen sign prompts at k = 4 (support draws
-   100-102) on worlds whose signs are drawn more conspicuously (``data.conspicuity``; 1 is the book's):
-   if the signs were too faint for the tower to see, these would rise.
+2. **Stronger signs.** The library's linear probe and frozen sign prompts at k = 4 (the calibration's runs,
+   ``calibrate_regime.runs``, support draws 100-102) on worlds whose signs are drawn more conspicuously
+   (``data.conspicuity``; 1 is the book's): if the signs were too faint for the tower to see, these would rise.
 
 Prints a table and writes ``benchmarks/results/feature_ceiling.json``.
 """
@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from _common import default_json, envelope, table, write_json
+from calibrate_regime import ANOMALY_COLUMNS, percent, runs
 
 SEEDS = (100, 101, 102)
 
@@ -52,20 +53,7 @@ def ceiling(checkpoint: str, modality: str, cs=(0.1, 1.0, 10.0, 100.0)) -> list[
 
 
 def at_k4(checkpoint: str, modality: str, conspicuity: float, method: str, workers: int) -> dict:
-    from sdmad_lite import methods as M
-    from sdmad_lite.config import default_config
-    from sdmad_lite.executor import run_many
-
-    base = default_config("offline")
-    base.data.dataset, base.data.world, base.model.pretrained = f"phantom-{modality}", "development", checkpoint
-    base.data.conspicuity, base.protocols, base.k_shot = conspicuity, ["integrated", "per-anomaly"], 4
-    cfgs = []
-    for s in SEEDS:
-        cfg = M.config_for(method, base)
-        cfg.seed = s
-        cfgs.append(cfg)
-    rows = run_many(cfgs, workers=workers)
-    v = 100 * np.array([r["integrated.anomaly_macro_auroc"] for r in rows])
+    v = percent(runs(checkpoint, modality, 4, SEEDS, method, workers, conspicuity), ANOMALY_COLUMNS)
     return {"modality": modality, "reader": f"{method}, k = 4, conspicuity {conspicuity:g}",
             "anomaly_columns": float(v.mean()), "std": float(v.std(ddof=1))}
 

@@ -17,7 +17,7 @@ from . import cache, methods, settings
 from .config import ExperimentConfig
 from .errors import ConfigError
 from .features import PATCHES
-from .processes import default_workers, forwarded_env, kept_pool, threads_for, usable_cores
+from .processes import core_share, default_workers, forwarded_env, kept_pool, threads_for
 from .run import run_cached
 from .task import get_task, task_key
 
@@ -64,8 +64,7 @@ def task_shares(workers: int, tasks: int, cores: int | None = None) -> tuple[int
     phantoms (the pool's workers it leaves free) and the torch threads that encode them (the cores it leaves
     free; default: this process's usable cores)."""
     side_by_side = max(1, min(workers, tasks))
-    cores = usable_cores() if cores is None else cores
-    return max(1, workers // side_by_side), max(1, cores // side_by_side)
+    return max(1, workers // side_by_side), core_share(side_by_side, cores)
 
 
 def warm_task(cfg_dict: dict, patches: str = "all", workers: int = 1, threads: int = 1) -> None:

@@ -36,6 +36,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def core_share(n: int, cores: int | None = None) -> int:
+    """The threads each of ``n`` processes (or tasks) running side by side gets of ``cores`` (default: the usable
+    cores), at least one."""
+    return max(1, (usable_cores() if cores is None else cores) // max(1, n))
+
+
 def default_workers() -> int:
     """Worker processes: ``SDMAD_WORKERS`` or the usable cores (at most 8); 1 in a worker of a pool, whose pool
     has the other cores (a caller that knows better, such as :func:`~sdmad_lite.executor.warm_task`, says so)."""
@@ -79,12 +85,13 @@ def threads_for(n: int) -> Iterator[None]:
 
 
 def _init_worker(parent: int, threads: int, user: bool, every_s: float = 1.0) -> None:
-    """Worker initialiser: torch gets ``threads`` threads unless the user set them (``user``, decided by the
-    parent: :func:`user_set_threads`) (:func:`share_threads`: the pool's share of the cores; two workers with every core's threads each run torch twice as slowly as with their share, their
-    idle threads spinning against each other). The worker ends when the process that started the pool is
-    gone (killed, or interrupted before the pool could shut down), instead of staying alive with its memory.
-    Ctrl-C is the parent's to act on (it stops the pool, :func:`stop_pool`): a worker ignores it, instead of
-    printing a traceback (a Jupyter kernel's interrupt and shutdown signal its whole process group)."""
+    """Worker initialiser: torch gets ``threads`` threads, the pool's share of the cores (:func:`share_threads`),
+    unless the user set them (``user``, decided by the parent: :func:`user_set_threads`); two workers each on
+    every core's threads run torch several times slower (``benchmarks/bench_threads.py``). The worker ends when
+    the process that started the pool is gone (killed, or interrupted before the pool could shut down), instead
+    of staying alive with its memory. Ctrl-C is the parent's to act on (it stops the pool, :func:`stop_pool`):
+    a worker ignores it, instead of printing a traceback (a Jupyter kernel's interrupt and shutdown signal its
+    whole process group)."""
     global _IN_WORKER, _USER_THREADS
     _IN_WORKER, _USER_THREADS = True, user
     if not user:
@@ -104,7 +111,7 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     forked: a forked child of a process that has run torch's thread pools can hang. A worker ends when the
     parent dies."""
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(os.getpid(), max(1, usable_cores() // workers), user_set_threads()))
+                               initargs=(os.getpid(), core_share(workers), user_set_threads()))
 
 
 def stop_pool(ex: ProcessPoolExecutor) -> None:

@@ -7,7 +7,7 @@ variable set it themselves with ``monkeypatch``.
 
 Under pytest-xdist (``-n auto``, as ``scripts/test.sh`` runs it) each test process gets its share of the
 cores' threads, as a worker of the library's own pools does (:func:`sdmad_lite.processes.share_threads`):
-two processes each running torch on every core run it about twice as slowly as on their share. The
+two processes each running torch on every core run it several times slower (``benchmarks/bench_threads.py``). The
 variable it sets is the test session's setting for everything a test starts (pools, ``sdmad`` subprocesses):
 the machine is already shared by the test processes. Tests of the library's own defaults unset it.
 """
@@ -19,10 +19,10 @@ import pytest
 def pytest_configure(config):
     n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if n > 1:
-        from sdmad_lite.processes import share_threads, usable_cores, user_set_threads
+        from sdmad_lite.processes import core_share, share_threads, user_set_threads
 
         if not user_set_threads():
-            share_threads(max(1, usable_cores() // n))
+            share_threads(core_share(n))
 
 
 @pytest.fixture(autouse=True)

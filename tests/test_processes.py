@@ -114,8 +114,8 @@ def _nested_user() -> bool:
 
 
 def test_a_pool_worker_runs_torch_on_its_share_of_the_cores(monkeypatch):
-    """Two workers each running torch on every core take about twice as long as on their share
-    (benchmarks/bench_threads.py: their idle threads spin against each other): a worker of a pool of n gets
+    """Two workers each running torch on every core take several times as long as on their share
+    (benchmarks/bench_threads.py): a worker of a pool of n gets
     cores // n threads, unless the user set OMP_NUM_THREADS, which wins; the variable a worker sets for itself
     is not taken for the user's by the pools it starts. A process that has imported torch gets its share
     directly."""
