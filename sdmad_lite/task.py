@@ -190,6 +190,9 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
 
 
 # ----------------------------------------------------------------------------- one per process
+#: Tasks kept per process, least recently used dropped first (with their noisy pools): a task with every
+#: patch token of a 1,600-image world holds about 160 MB, and a study walks through many worlds.
+MAX_TASKS = 4
 _TASKS: dict[tuple[str, str], Task] = {}
 _NOISY: dict[tuple, Task] = {}
 _BACKBONES: dict[str, Backbone] = {}
@@ -229,9 +232,15 @@ def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all"
     have = [p for p in PATCHES[PATCHES.index(patches):] if (data, p) in _TASKS]  # this one or a superset
     key = (data, have[0] if have else patches)
     if key not in _TASKS:
+        while len(_TASKS) >= MAX_TASKS:
+            old = next(iter(_TASKS))
+            del _TASKS[old]
+            for noisy in [n for n in _NOISY if n[0] == old]:
+                del _NOISY[noisy]
         _TASKS[key] = build_task(cfg, bb, progress=progress, patches=patches, workers=workers)
     else:
         check_feasible(_TASKS[key].pool, cfg)  # this config's shots and seed
+        _TASKS[key] = _TASKS.pop(key)  # the most recently used
     task, sel = _TASKS[key], cfg.selection
     if sel.noise:
         noisy = (key, sel.noise, sel.noise_kind, cfg.seed)  # the noisy pools differ per seed

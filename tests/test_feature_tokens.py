@@ -121,3 +121,32 @@ def test_scores_are_the_same_from_the_smaller_cache_and_patch_readers_refuse_it(
         methods.fit(tasks["none"], sup, methods.config_for("mvfa", base))
     with pytest.raises(F.MissingPatchesError, match="the residual placement reads the patch tokens"):
         methods.fit(tasks["none"], sup, methods.config_for("sdmad-residual", base))
+
+
+def test_a_process_keeps_only_its_most_recently_used_tasks(monkeypatch):
+    """A study walks through many worlds; a task with every patch token holds ~160 MB, so a process keeps
+    ``MAX_TASKS`` of them, dropping the least recently used (and its noisy pools) first."""
+    from types import SimpleNamespace
+
+    from sdmad_lite import task as T
+
+    built = []
+    monkeypatch.setattr(T, "_TASKS", {})
+    monkeypatch.setattr(T, "_NOISY", {})
+    monkeypatch.setattr(T, "MAX_TASKS", 2)
+    monkeypatch.setattr(T, "build_task", lambda cfg, bb, **kw: built.append(cfg.data.n_test) or SimpleNamespace(pool=None))
+    monkeypatch.setattr(T, "check_feasible", lambda pool, cfg: None)
+
+    def cfg(n):
+        c = _tiny()
+        c.data.n_test = n
+        return c
+
+    a = T.get_task(cfg(30))
+    T.get_task(cfg(31))
+    assert T.get_task(cfg(30)) is a  # a hit: 30 is now the most recently used, 31 the oldest
+    T._NOISY[(next(k for k in T._TASKS if T._TASKS[k] is not a), 0.5, "undrawn", 1)] = object()
+    T.get_task(cfg(32))  # evicts 31 and its noisy pool, keeps 30
+    assert len(T._TASKS) == 2 and not T._NOISY and T.get_task(cfg(30)) is a
+    T.get_task(cfg(31))
+    assert built == [30, 31, 32, 31]

@@ -108,17 +108,17 @@ def _near_fovea(a: dict, rng: np.random.Generator, spread: float = 0.15) -> floa
 # ---------------------------------------------------------------------------------------
 def subretinal_fluid(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     a, u = s.anat, s.anat["u"]
-    h = _dome(u, _near_fovea(a, rng, 0.08), float(rng.uniform(0.18, 0.32)), 0.06 * min(k, 1.6) + 0.02, 1.2)
+    h = _dome(u, _near_fovea(a, rng, 0.08), float(rng.uniform(0.18, 0.32)), 0.09 * min(k, 1.6) + 0.03, 1.2)
     _lift(a, h, "fluid")
     b = boundaries(a)
-    return _column_mask(s, h > s.frame.px * 0.5, b["fluid"], b["shrm"])
+    return _column_mask(s, h > s.frame.px * 0.5, b["ez"], b["shrm"])  # with the photoreceptors it lifts
 
 
 def fibrovascular_ped(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     a, u = s.anat, s.anat["u"]
     c, w = _near_fovea(a, rng, 0.1), float(rng.uniform(0.14, 0.24))
     irregular = 1 + 0.25 * np.sin(u * F32(rng.uniform(25, 40)) + F32(rng.uniform(0, 6)))
-    h = _dome(u, c, w, (0.06 * min(k, 1.6) + 0.025), 0.8) * irregular.astype(F32)
+    h = _dome(u, c, w, (0.15 * min(k, 1.6) + 0.06), 0.8) * irregular.astype(F32)
     _lift(a, h, "deposit")
     a["deposit_tex"] = max(a["deposit_tex"], 0.25)
     b = boundaries(a)
@@ -128,9 +128,9 @@ def fibrovascular_ped(s: Scene, rng: np.random.Generator, k: float) -> np.ndarra
 def sub_rpe_deposits(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     a, u = s.anat, s.anat["u"]
     h = np.zeros_like(u)
-    for _ in range(int(rng.integers(2, 5))):
-        h = np.maximum(h, _dome(u, _near_fovea(a, rng, 0.2), float(rng.uniform(0.04, 0.07)),
-                                max(float(rng.uniform(0.035, 0.06)) * min(k, 1.6), 1.5 * s.frame.px), 0.8))
+    for _ in range(int(rng.integers(3, 7))):
+        h = np.maximum(h, _dome(u, _near_fovea(a, rng, 0.2), float(rng.uniform(0.05, 0.09)),
+                                max(float(rng.uniform(0.06, 0.1)) * min(k, 1.6), 1.5 * s.frame.px), 0.8))
     _lift(a, h, "deposit")
     b = boundaries(a)
     return _column_mask(s, h > s.frame.px * 0.5, b["ez"], a["bruch"])
@@ -141,7 +141,7 @@ def rpe_undulation(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     c, w = _near_fovea(a, rng, 0.15), float(rng.uniform(0.2, 0.35))
     f = F32(rng.uniform(35, 55))
     wave = np.maximum(np.sin(f * u + F32(rng.uniform(0, 6))), 0) ** 2
-    h = (F32(max(0.022 * min(k, 1.6) + 0.006, 1.2 * s.frame.px)) * wave * _dome(u, c, w, 1.0, 0.5)).astype(F32)
+    h = (F32(max(0.04 * min(k, 1.6) + 0.01, 1.2 * s.frame.px)) * wave * _dome(u, c, w, 1.0, 0.5)).astype(F32)
     _lift(a, h, "deposit")  # the RPE itself is folded up over tiny deposits
     b = boundaries(a)
     return _column_mask(s, h > s.frame.px * 0.3, b["ez"], a["bruch"])
@@ -151,11 +151,11 @@ def subretinal_hyperreflective_material(s: Scene, rng: np.random.Generator, k: f
     a, u = s.anat, s.anat["u"]
     c, w = _near_fovea(a, rng, 0.08), float(rng.uniform(0.08, 0.14))
     lumpy = 1 + 0.3 * np.sin(u * F32(rng.uniform(40, 70)) + F32(rng.uniform(0, 6)))
-    h = _dome(u, c, w, 0.05 * min(k, 1.6) + 0.02, 0.7) * lumpy.astype(F32)
+    h = _dome(u, c, w, 0.08 * min(k, 1.6) + 0.03, 0.7) * lumpy.astype(F32)
     _lift(a, h, "shrm")
     a["shrm_tex"] = 0.3
     b = boundaries(a)
-    return _column_mask(s, h > s.frame.px * 0.5, b["shrm"], b["rpe"])
+    return _column_mask(s, h > s.frame.px * 0.5, b["ez"], b["rpe"])  # with the photoreceptors it lifts
 
 
 def retinal_thickening(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
@@ -163,7 +163,7 @@ def retinal_thickening(s: Scene, rng: np.random.Generator, k: float) -> np.ndarr
     w = float(rng.uniform(0.3, 0.5))
     prof = _dome(u, a["uf"] + float(rng.normal(0, 0.05)), w, 1.0, 1.0)
     t = a["thick"]
-    gain = 0.5 * min(k, 1.6)
+    gain = 1.4 * min(k, 1.6)
     before = boundaries(a)["nfl"]
     t["inl"] = t["inl"] + F32(0.05 * gain) * prof
     t["opl"] = t["opl"] + F32(0.02 * gain) * prof
@@ -224,13 +224,13 @@ def intraretinal_cysts(s: Scene, rng: np.random.Generator, k: float) -> np.ndarr
     a, b = s.anat, s.sites["boundaries"]
     m = np.zeros((s.size, s.size), bool)
     cols = a["u"]
-    for _ in range(int(rng.integers(3, 7))):
+    for _ in range(int(rng.integers(4, 9))):
         cu = _near_fovea(a, rng, 0.12)
         j = int(np.clip(np.searchsorted(cols, cu), 0, s.size - 1))
         top, bot = float(b["inl"][j]), float(b["elm"][j])
-        rv = max(0.35 * (bot - top) * float(rng.uniform(0.5, 1.0)), 1.2 * s.frame.px)
+        rv = max(0.5 * (bot - top) * float(rng.uniform(0.6, 1.0)), 1.2 * s.frame.px)
         cv = float(rng.uniform(top + rv * 0.8, max(top + rv, bot - rv * 0.8)))
-        ru = rv * float(rng.uniform(0.8, 1.6))
+        ru = rv * float(rng.uniform(0.9, 1.8))
         p = s.frame.box_around(cu, cv, ru, rv)
         u, v = s.frame.uv(p)
         d = np.sqrt(((u - F32(cu)) / F32(ru)) ** 2 + ((v - F32(cv)) / F32(rv)) ** 2)
@@ -245,7 +245,7 @@ def hyperreflective_foci(s: Scene, rng: np.random.Generator, k: float) -> np.nda
     a, b = s.anat, s.sites["boundaries"]
     m = np.zeros((s.size, s.size), bool)
     cols = a["u"]
-    r = max(0.011, 0.9 * s.frame.px)
+    r = max(0.018, 1.2 * s.frame.px)
     for _ in range(int(rng.integers(5, 12))):
         cu = _near_fovea(a, rng, 0.25)
         j = int(np.clip(np.searchsorted(cols, cu), 0, s.size - 1))
