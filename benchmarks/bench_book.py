@@ -150,7 +150,9 @@ def main(argv=None) -> int:
     tot_c = sum(r["cold_s"] for r in ok)
     tot_w = sum(r["warm_s"] for r in ok)
     label = "all notebooks" if len(ok) == len(rows) else f"all that ran ({len(ok)} of {len(rows)})"
-    rows.append({"notebook": label, "cold_s": tot_c, "warm_s": tot_w, "cold_over_warm": tot_c / tot_w if tot_w else float("nan")})
+    rows.append({"notebook": label, "cold_s": tot_c, "warm_s": tot_w, "cold_over_warm": tot_c / tot_w if tot_w else float("nan"),
+                 "kernel_peak_rss_mb_cold": max((peaks[r["notebook"]] for r in ok if r["notebook"] in peaks),
+                                                default=float("nan"))})  # the largest of the notebooks'
     rows.append({"notebook": "(empty notebook: kernel start + stop)", "cold_s": kernel[1], "warm_s": kernel[1],
                  "cold_over_warm": 1.0})
     rec["results"] = rows
