@@ -234,9 +234,9 @@ def get_task(cfg: ExperimentConfig, progress: bool = False, patches: str = "all"
     if key not in _TASKS:
         while len(_TASKS) >= MAX_TASKS:
             old = next(iter(_TASKS))
-            del _TASKS[old]
-            for noisy in [n for n in _NOISY if n[0] == old]:
-                del _NOISY[noisy]
+            gone = [_TASKS.pop(old)] + [_NOISY.pop(n) for n in [n for n in _NOISY if n[0] == old]]
+            for draw in [d for d, (base, _) in _DRAWS.items() if any(base is g for g in gone)]:
+                del _DRAWS[draw]  # its test draws too: they hold the task
         _TASKS[key] = build_task(cfg, bb, progress=progress, patches=patches, workers=workers)
     else:
         check_feasible(_TASKS[key].pool, cfg)  # this config's shots and seed

@@ -145,8 +145,10 @@ def test_a_process_keeps_only_its_most_recently_used_tasks(monkeypatch):
     a = T.get_task(cfg(30))
     T.get_task(cfg(31))
     assert T.get_task(cfg(30)) is a  # a hit: 30 is now the most recently used, 31 the oldest
-    T._NOISY[(next(k for k in T._TASKS if T._TASKS[k] is not a), 0.5, "undrawn", 1)] = object()
-    T.get_task(cfg(32))  # evicts 31 and its noisy pool, keeps 30
-    assert len(T._TASKS) == 2 and not T._NOISY and T.get_task(cfg(30)) is a
+    b = next(t for t in T._TASKS.values() if t is not a)
+    T._NOISY[(next(k for k in T._TASKS if T._TASKS[k] is b), 0.5, "undrawn", 1)] = noisy = SimpleNamespace()
+    monkeypatch.setattr(T, "_DRAWS", {(id(b), 1): (b, None), (id(noisy), 1): (noisy, None), (id(a), 1): (a, None)})
+    T.get_task(cfg(32))  # evicts 31 with its noisy pool and the test draws of both, keeps 30
+    assert len(T._TASKS) == 2 and not T._NOISY and list(T._DRAWS) == [(id(a), 1)] and T.get_task(cfg(30)) is a
     T.get_task(cfg(31))
     assert built == [30, 31, 32, 31]

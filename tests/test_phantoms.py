@@ -31,8 +31,11 @@ def test_same_seed_same_bytes_different_seed_differs(modality):
 
 @pytest.mark.parametrize("modality,sign", ALL_SIGNS)
 def test_each_sign_changes_pixels_mostly_inside_its_mask(modality, sign):
+    """Over eight patients: on average at least 85 % of what a sign changes lies in (a dilation of) its mask,
+    and at least 75 % for each (a lesion that lifts the retina moves a little of the image above its mask)."""
     rad = max(2, SIZE // 32)
-    for seed in (1, 2):
+    shares = []
+    for seed in range(1, 9):
         base = render(modality, [], seed=seed, size=SIZE, signs=set())["image"].astype(float)
         out = render(modality, [], seed=seed, size=SIZE, signs={sign})
         mask = out["signs"][sign]
@@ -40,8 +43,9 @@ def test_each_sign_changes_pixels_mostly_inside_its_mask(modality, sign):
         assert mask.any(), f"{sign}: empty mask"
         diff = np.abs(out["image"].astype(float) - base)
         assert diff.sum() > 0, f"{sign}: drawing it changed nothing"
-        inside = diff[dilate(mask, rad)].sum() / diff.sum()
-        assert inside >= 0.8, f"{sign} seed {seed}: only {inside:.2f} of the change is inside its mask"
+        shares.append(diff[dilate(mask, rad)].sum() / diff.sum())
+        assert shares[-1] >= 0.75, f"{sign} seed {seed}: only {shares[-1]:.2f} of the change is inside its mask"
+    assert np.mean(shares) >= 0.85, f"{sign}: on average only {np.mean(shares):.2f} of the change is inside its mask"
 
 
 @pytest.mark.parametrize("modality", list(MODALITIES))
@@ -139,3 +143,15 @@ def test_cli_subcommand(tmp_path):
     assert args.func(args) == 0
     assert len(list(tmp_path.glob("oct_*.png"))) == 3
     assert len((tmp_path / "labels.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_structural_signs_mask_follows_the_signs_drawn_after_it():
+    """Subretinal material is drawn before a pigment-epithelium detachment, which then lifts it: its mask is
+    computed once both are drawn, so it still covers what it changes."""
+    rad = max(2, SIZE // 32)
+    for seed in (5, 8):
+        ped = render("oct", [], seed=seed, size=SIZE, signs={"fibrovascular_ped"})
+        both = render("oct", [], seed=seed, size=SIZE, signs={"fibrovascular_ped", "subretinal_hyperreflective_material"})
+        diff = np.abs(both["image"].astype(float) - ped["image"].astype(float))
+        mask = both["signs"]["subretinal_hyperreflective_material"]
+        assert mask.dtype == bool and diff[dilate(mask, rad)].sum() / diff.sum() >= 0.8

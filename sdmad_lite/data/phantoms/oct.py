@@ -10,6 +10,7 @@ scans were resized to square images.
 """
 from __future__ import annotations
 
+from typing import Callable
 
 import numpy as np
 
@@ -99,6 +100,14 @@ def _column_mask(s: Scene, cols: np.ndarray, top: np.ndarray, bottom: np.ndarray
     return cols[None, :] & (y >= (top - pad)[None, :]) & (y <= (bottom + pad)[None, :])
 
 
+def _mask_after(s: Scene, cols: np.ndarray, top: str, bottom: str) -> Callable[[], np.ndarray]:
+    """A structural sign's mask, computed once every structural sign is drawn (a later one can lift it):
+    columns ``cols`` between the top boundaries of layers ``top`` and ``bottom`` as they end up. The signs
+    under the retina start at ``elm``, the top of the photoreceptor complex that rides on them;
+    ``bottom="choroid"`` is Bruch's membrane."""
+    return lambda: _column_mask(s, cols, boundaries(s.anat)[top], boundaries(s.anat)[bottom])
+
+
 def _near_fovea(a: dict, rng: np.random.Generator, spread: float = 0.15) -> float:
     return float(np.clip(a["uf"] + rng.normal(0, spread), -0.8, 0.8))
 
@@ -110,8 +119,7 @@ def subretinal_fluid(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray
     a, u = s.anat, s.anat["u"]
     h = _dome(u, _near_fovea(a, rng, 0.08), float(rng.uniform(0.18, 0.32)), 0.09 * min(k, 1.6) + 0.03, 1.2)
     _lift(a, h, "fluid")
-    b = boundaries(a)
-    return _column_mask(s, h > s.frame.px * 0.5, b["ez"], b["shrm"])  # with the photoreceptors it lifts
+    return _mask_after(s, h > s.frame.px * 0.5, "elm", "shrm")
 
 
 def fibrovascular_ped(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
@@ -121,8 +129,7 @@ def fibrovascular_ped(s: Scene, rng: np.random.Generator, k: float) -> np.ndarra
     h = _dome(u, c, w, (0.15 * min(k, 1.6) + 0.06), 0.8) * irregular.astype(F32)
     _lift(a, h, "deposit")
     a["deposit_tex"] = max(a["deposit_tex"], 0.25)
-    b = boundaries(a)
-    return _column_mask(s, h > s.frame.px * 0.5, b["ez"], a["bruch"])
+    return _mask_after(s, h > s.frame.px * 0.5, "elm", "choroid")
 
 
 def sub_rpe_deposits(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
@@ -132,8 +139,7 @@ def sub_rpe_deposits(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray
         h = np.maximum(h, _dome(u, _near_fovea(a, rng, 0.2), float(rng.uniform(0.05, 0.09)),
                                 max(float(rng.uniform(0.06, 0.1)) * min(k, 1.6), 1.5 * s.frame.px), 0.8))
     _lift(a, h, "deposit")
-    b = boundaries(a)
-    return _column_mask(s, h > s.frame.px * 0.5, b["ez"], a["bruch"])
+    return _mask_after(s, h > s.frame.px * 0.5, "elm", "choroid")
 
 
 def rpe_undulation(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
@@ -143,8 +149,7 @@ def rpe_undulation(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
     wave = np.maximum(np.sin(f * u + F32(rng.uniform(0, 6))), 0) ** 2
     h = (F32(max(0.04 * min(k, 1.6) + 0.01, 1.2 * s.frame.px)) * wave * _dome(u, c, w, 1.0, 0.5)).astype(F32)
     _lift(a, h, "deposit")  # the RPE itself is folded up over tiny deposits
-    b = boundaries(a)
-    return _column_mask(s, h > s.frame.px * 0.3, b["ez"], a["bruch"])
+    return _mask_after(s, h > s.frame.px * 0.3, "elm", "choroid")
 
 
 def subretinal_hyperreflective_material(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
@@ -154,8 +159,7 @@ def subretinal_hyperreflective_material(s: Scene, rng: np.random.Generator, k: f
     h = _dome(u, c, w, 0.08 * min(k, 1.6) + 0.03, 0.7) * lumpy.astype(F32)
     _lift(a, h, "shrm")
     a["shrm_tex"] = 0.3
-    b = boundaries(a)
-    return _column_mask(s, h > s.frame.px * 0.5, b["ez"], b["rpe"])  # with the photoreceptors it lifts
+    return _mask_after(s, h > s.frame.px * 0.5, "elm", "rpe")
 
 
 def retinal_thickening(s: Scene, rng: np.random.Generator, k: float) -> np.ndarray:
@@ -170,7 +174,7 @@ def retinal_thickening(s: Scene, rng: np.random.Generator, k: float) -> np.ndarr
     t["onl"] = t["onl"] + F32(0.05 * gain) * prof * (1 - a["g"] * F32(0.5))
     t["ipl"] = t["ipl"] + F32(0.02 * gain) * prof * a["g"]  # the foveal pit fills in
     b = boundaries(a)
-    return _column_mask(s, (before - b["nfl"]) > s.frame.px * 0.5, b["nfl"], a["bruch"])
+    return _mask_after(s, (before - b["nfl"]) > s.frame.px * 0.5, "nfl", "choroid")
 
 
 # ---------------------------------------------------------------------------------------

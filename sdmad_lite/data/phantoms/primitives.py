@@ -248,7 +248,8 @@ class SignDrawer:
     """A sign primitive: ``draw(scene, rng, strength) -> bool mask``.
 
     ``stage="structural"`` signs change anatomy parameters and run before the anatomy is
-    drawn; ``stage="local"`` signs paint into the layers afterwards.
+    drawn (one may return a function that computes its mask once every structural sign is
+    drawn); ``stage="local"`` signs paint into the layers afterwards.
     """
 
     id: str

@@ -110,7 +110,8 @@ def render(modality: str, labels=None, *, seed: int, size: int = 224, conspicuit
     masks: dict[str, np.ndarray] = {}
     strength = {s: conspicuity * float(derive(seed, spec.name, "strength", s).uniform(0.8, 1.2)) for s in drawn}
     for stage in ("structural", "anatomy", "local"):
-        if stage == "anatomy":
+        if stage == "anatomy":  # a structural sign's mask may wait for the later ones, which can move it
+            masks = {k: m() if callable(m) else m for k, m in masks.items()}
             mod.draw_anatomy(scene)
             continue
         for s in drawn:
