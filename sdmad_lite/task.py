@@ -190,8 +190,9 @@ def build_task(cfg: ExperimentConfig, backbone: Backbone, progress: bool = False
 
 
 # ----------------------------------------------------------------------------- one per process
-#: Tasks kept per process, least recently used dropped first (with their noisy pools): a task with every
-#: patch token of a 1,600-image world holds about 160 MB, and a study walks through many worlds.
+#: How many tasks a process keeps, the least recently used dropped first with their noisy pools and test
+#: draws. A task with every patch token of a 1,600-image world holds about 160 MB, and a study walks
+#: through many worlds.
 MAX_TASKS = 4
 _TASKS: dict[tuple[str, str], Task] = {}
 _NOISY: dict[tuple, Task] = {}
