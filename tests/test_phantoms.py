@@ -31,8 +31,9 @@ def test_same_seed_same_bytes_different_seed_differs(modality):
 
 @pytest.mark.parametrize("modality,sign", ALL_SIGNS)
 def test_each_sign_changes_pixels_mostly_inside_its_mask(modality, sign):
-    """Over eight patients: on average at least 85 % of what a sign changes lies in (a dilation of) its mask,
-    and at least 75 % for each (a lesion that lifts the retina moves a little of the image above its mask)."""
+    """At least 80 % of what a sign changes lies in (a dilation of) its mask on patients 1 and 2; over eight
+    patients at least 85 % on average and 75 % for each (a tall detachment lifts a little of the inner retina
+    above its mask: 0.79 on one patient)."""
     rad = max(2, SIZE // 32)
     shares = []
     for seed in range(1, 9):
@@ -44,7 +45,8 @@ def test_each_sign_changes_pixels_mostly_inside_its_mask(modality, sign):
         diff = np.abs(out["image"].astype(float) - base)
         assert diff.sum() > 0, f"{sign}: drawing it changed nothing"
         shares.append(diff[dilate(mask, rad)].sum() / diff.sum())
-        assert shares[-1] >= 0.75, f"{sign} seed {seed}: only {shares[-1]:.2f} of the change is inside its mask"
+        least = 0.8 if seed <= 2 else 0.75
+        assert shares[-1] >= least, f"{sign} seed {seed}: only {shares[-1]:.2f} of the change is inside its mask"
     assert np.mean(shares) >= 0.85, f"{sign}: on average only {np.mean(shares):.2f} of the change is inside its mask"
 
 
