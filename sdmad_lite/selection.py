@@ -13,7 +13,7 @@ its rule. Ours uses only the support set:
    ``z_j = (d_cj − median_j d_c) / (1.4826·MAD_j d_c)``; a sign is kept when ``z_j ≥ −z_thr`` and
    ``d_cj > 0``. The best sign is always kept.
 
-Alternatives for the ablation: ``none`` (the pool as it is), ``expert`` (the recorded 3–5),
+Alternatives for the ablation: ``none`` (the pool as it is), ``expert`` (the recorded 3–4),
 ``all`` (every candidate), ``topk`` (the ``top_k`` most discriminative of the pool).
 """
 from __future__ import annotations

@@ -132,7 +132,7 @@ class SignBank(BankData):
             raise KeyError(f"{sign_id!r} is not a candidate of {cat!r} in {self.name!r}") from None
 
     def selected(self, cat: str) -> list[Sign]:
-        """The expert selection of ``cat`` (3-5 signs), each with its ``reason``."""
+        """The expert selection of ``cat`` (3–4 signs in the shipped banks), each with its ``reason``."""
         return [replace(self._cands[cat][i], reason=r) for i, r in self._selection[self._cat(cat)]]
 
     def shared_signs(self) -> dict[str, tuple[str, ...]]:

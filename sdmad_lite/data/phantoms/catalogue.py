@@ -2,7 +2,7 @@
 
 This is the single source of truth shared by the renderers (which draw each sign), the
 prompt bank (whose phantom sign files say which renderer sign a description refers to) and
-PhantomCLIP's caption generator. Each category is a *combination* of 3–5 signs and some
+PhantomCLIP's caption generator. Each category is a *combination* of 3–4 signs and some
 signs are shared between categories, as the paper assumes.
 
 Category names are those of the real label tables (ChestX-ray14, OCT2017, fastMRI+) so that
