@@ -4,9 +4,10 @@
                                          [--conspicuity 1,1.6,2.5] [--json PATH]
 
 The calibration (``calibrate_regime.py``) asks that, at k = 4, the best trained method beat the frozen
-sign prompts by 5 points on the anomaly columns. On OCT it does not (calibration.csv), and the shots
-curve (``shots_curve.csv``) rises only slowly with k. Two measurements on the development world
-(``data.world: development``, the phantoms the calibration uses), which separate the two causes:
+sign prompts by 5 points on the anomaly columns. Before the OCT world was redrawn it did not on OCT, and
+the shots curve rose only slowly with k (the run of that time is kept in
+``results/feature_ceiling_before_oct_redraw.json``). Two measurements on the development world
+(``data.world: development``, the phantoms the calibration uses) separate the two causes:
 
 1. **The ceiling of the features.** A logistic regression per category on the L2-normalised image
    embedding of *every* pool image (1,000, not 4 per category), scored on the development test set:
