@@ -112,9 +112,10 @@ def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(read_rows(path)), meta
 
 
-#: the metrics a recomputed row is compared on, and the precision they are printed with (points)
+#: the metrics a recomputed row is compared on, and the precision they are printed with (points); the normal
+#: column's AUROC is the anchor's, a column of every comparison table
 CHECKED = ("integrated.macro_auroc", "integrated.anomaly_macro_auroc", "integrated.binary_auroc", "per-anomaly.mean_auroc",
-           "integrated.subset_accuracy", "integrated.hamming_score")
+           "integrated.auroc.normal", "integrated.subset_accuracy", "integrated.hamming_score")
 
 
 def check_current(df: pd.DataFrame, configs: Sequence[ExperimentConfig], recompute: Callable[[list], list[dict]],

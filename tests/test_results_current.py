@@ -49,10 +49,12 @@ def test_a_change_of_a_loss_weight_makes_a_file_stale(shipped, monkeypatch):
     monkeypatch.setattr(cache, "code_fingerprint", lambda: "f" * 64)
     total = losses.total_loss
 
-    def heavier_anchor(terms, weights):  # as if someone changed the anchor loss's weight in the code
-        return total(terms, weights) + 4.0 * terms["anchor"].sum() if "anchor" in terms else total(terms, weights)
+    def heavier_alignment(terms, weights):  # as if someone changed the alignment loss's weight in the code
+        return total(terms, weights) + 4.0 * terms["align"].sum()
 
-    monkeypatch.setattr(losses, "total_loss", heavier_anchor)
+    # (a heavier anchor loss alone changes no printed metric of these 30-image tests on the shipped checkpoint:
+    # the anchor ranks them alike either way, AUROC 98.5)
+    monkeypatch.setattr(losses, "total_loss", heavier_alignment)
     check = check_current(df, cfgs, _here, n=2)
     assert not check["current"] and check["max_diff"] >= 0.05
 

@@ -105,7 +105,10 @@ def _mask_after(s: Scene, cols: np.ndarray, top: str, bottom: str) -> Callable[[
     columns ``cols`` between the top boundaries of layers ``top`` and ``bottom`` as they end up. The signs
     under the retina start at ``elm``, the top of the photoreceptor complex that rides on them;
     ``bottom="choroid"`` is Bruch's membrane."""
-    return lambda: _column_mask(s, cols, boundaries(s.anat)[top], boundaries(s.anat)[bottom])
+    def mask() -> np.ndarray:
+        b = boundaries(s.anat)
+        return _column_mask(s, cols, b[top], b[bottom])
+    return mask
 
 
 def _near_fovea(a: dict, rng: np.random.Generator, spread: float = 0.15) -> float:
