@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sdmad_lite.reports import BANDS
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "sdmad_lite" / "resources" / "results" / "calibration.csv"
 TRAINED = ("sdmad", "linear-probe")
@@ -57,23 +59,7 @@ FROZEN = "zeroshot-signs"
 #: against the normal images only) is kept beside it, as ``k4pa_*``
 ANOMALY_COLUMNS = "integrated.anomaly_macro_auroc"
 
-#: the published regime (PAPER.md), in percent: (low, high), None = no bound
-BANDS = {
-    "chest": {"names": (50, 60), "signs": (60, 72), "anchor": (60, 78)},
-    "oct": {"names": (None, 65), "signs": (None, 80), "anchor": (50, None)},
-    "brain": {"names": (None, 65), "signs": (None, 80), "anchor": (50, None)},
-}
 MARGIN = 5.0  # the best trained method at k = 4 beats the frozen sign prompts by at least this (points)
-
-
-def band_text(b) -> str:
-    lo, hi = b
-    return f"[{lo}, {hi}]" if lo is not None and hi is not None else (f"<= {hi}" if lo is None else f"> {lo}")
-
-
-def in_band(x: float, b) -> bool:
-    lo, hi = b
-    return (lo is None or x >= lo if hi is not None else x > lo) and (hi is None or x <= hi)
 
 
 def uncaptioned_of(checkpoint: str) -> frozenset:
@@ -237,7 +223,7 @@ def table(df: pd.DataFrame) -> str:
         lines.append(f"{Path(str(r['checkpoint'])).name[:18]:<18} {r['modality']:<6} {' '.join(f'{c:>11}' for c in cells)} | "
                      f"{' '.join(f'{c:>11}' for c in k)} {margin} {pa}")
     lines.append("bands (calibrated checkpoint): " + "; ".join(
-        f"{mod} " + ", ".join(f"{src} {band_text(b)}" for src, b in bb.items()) for mod, bb in BANDS.items())
+        f"{mod} " + ", ".join(f"{src} {b}" for src, b in bb.items()) for mod, bb in BANDS.items())
         + f"; random: no band; k=4 margin (anomaly columns) >= +{MARGIN:g}")
     return "\n".join(lines)
 
@@ -307,7 +293,7 @@ def main(argv=None) -> int:
             if not args.skip_k4 and r["modality"] in k4_modalities:
                 r.update(k4(ck, r["modality"], seeds, methods, log, args.workers))
             b = BANDS[r["modality"]]
-            r["zs_in_bands"] = all(in_band(r[f"zs_{src}"], b[src]) for src in b)
+            r["zs_in_bands"] = all(b[src].contains(r[f"zs_{src}"]) for src in b)
             if "k4_margin" in r:
                 r["k4_margin_ok"] = r["k4_margin"] >= MARGIN
             rows.append(r)
@@ -320,7 +306,7 @@ def main(argv=None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
         _write_meta(out, argv, df, args, t0, {
-            "bands": {m: {k: band_text(v) for k, v in b.items()} for m, b in BANDS.items()},
+            "bands": {m: {k: str(v) for k, v in b.items()} for m, b in BANDS.items()},
             "k4_margin_band": f">= {MARGIN:g}", "table": text,
             "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)",
             "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)"},

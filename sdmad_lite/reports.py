@@ -4,6 +4,7 @@ and whether it retrieves the signs actually drawn in an image."""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,54 @@ from .metrics import mean_std
 from .models.captions import UNCAPTIONED
 from .models.zeroshot import category_text, two_way_probability
 from .signs.bank import SignBank
+
+
+@dataclass(frozen=True)
+class Band:
+    """A range of the published regime, in percent (chapter 5's calibration): ``low < x`` when only
+    ``low`` is given, ``x <= high`` when only ``high`` is, ``low <= x <= high`` when both are."""
+
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Band":
+        """The band written as :meth:`__str__` writes it: ``"[50, 60]"``, ``"<= 65"`` or ``"> 50"``."""
+        t = text.strip()
+        if t.startswith("[") and t.endswith("]"):
+            low, high = (float(x) for x in t[1:-1].split(","))
+            return cls(low, high)
+        if t.startswith("<="):
+            return cls(None, float(t[2:]))
+        if t.startswith(">"):
+            return cls(float(t[1:]), None)
+        raise ValueError(f"not a band: {text!r}; write it as '[low, high]', '<= high' or '> low'")
+
+    def __str__(self) -> str:
+        f = "{:g}".format
+        if self.low is not None and self.high is not None:
+            return f"[{f(self.low)}, {f(self.high)}]"
+        return f"<= {f(self.high)}" if self.low is None else f"> {f(self.low)}"
+
+    def contains(self, x: float) -> bool:
+        if self.low is not None and self.high is not None:
+            return self.low <= x <= self.high
+        return x <= self.high if self.low is None else x > self.low
+
+    def outside_by(self, x: float) -> float:
+        """How far ``x`` lies outside the band, in its units (0 inside): the distance to the nearest edge."""
+        if self.contains(x):
+            return 0.0
+        return min(abs(x - e) for e in (self.low, self.high) if e is not None)
+
+
+#: the published regime (``PAPER.md``) that the default backbone is calibrated to, in percent — the zero-shot
+#: macro AUROC of category names, of sign prompts and of the anchor, by modality (``benchmarks/calibrate_regime.py``)
+BANDS = {
+    "chest": {"names": Band(50, 60), "signs": Band(60, 72), "anchor": Band(60, 78)},
+    "oct": {"names": Band(None, 65), "signs": Band(None, 80), "anchor": Band(50, None)},
+    "brain": {"names": Band(None, 65), "signs": Band(None, 80), "anchor": Band(50, None)},
+}
 
 
 def sign_text_embeddings(backbone, bank) -> tuple[list[str], torch.Tensor]:

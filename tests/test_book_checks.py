@@ -125,3 +125,49 @@ def test_no_doc_comment_of_the_api_page_reads_as_a_type():
             if any(line.startswith(":type:") for line in parsed):
                 bad.append(f"{mod}.{cls + '.' if cls else ''}{name}: {lines[0]!r}")
     assert not bad, "doc comments napoleon reads as 'type: text' (reword without 'x: y'):\n" + "\n".join(bad)
+
+
+@pytest.mark.slow
+def test_the_book_renders_the_outputs_nbval_produced_and_executes_what_it_did_not_store(tmp_path):
+    """scripts/test.sh executes each notebook once: nbval stores what it ran (scripts/nbval_cache.py) and the book
+    build renders those outputs. A notebook nbval failed is not stored, and one edited since is executed anew."""
+    import os
+    import re
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import nbval_cache
+    from jupyter_cache import get_cache
+
+    code = "import random\nprint('draw', random.random())"
+    book = _mini_book(tmp_path / "ok", code)
+    shutil.copy(book / "nb.ipynb", book / "bad.ipynb")
+    bad = nbformat.read(book / "bad.ipynb", as_version=4)
+    bad.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('nbval fails here')"))
+    nbformat.write(bad, book / "bad.ipynb")
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    r = subprocess.run([sys.executable, "-m", "pytest", str(book / "nb.ipynb"), str(book / "bad.ipynb"), "-q",
+                        "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", "-p", "nbval_cache",
+                        "--nbval-cache", str(cache)], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=ROOT / "scripts")
+    assert r.returncode == 1 and "nbval fails here" in r.stdout, r.stdout[-2000:]
+    records = get_cache(str(cache)).list_cache_records()
+    assert [Path(rec.uri).name for rec in records] == ["nb.ipynb"]  # the failed notebook is not stored
+    stored = get_cache(str(cache)).get_cache_bundle(records[0].pk).nb.cells[-1].outputs[0]["text"]
+    assert stored.startswith("draw ")
+
+    cfg = nbval_cache.book_config(book / "_config.yml", cache, tmp_path / "ci.yml")
+    build = subprocess.run([str(BIN / "jupyter-book"), "build", str(book), "--config", str(cfg), "-W", "-n",
+                            "--keep-going"], capture_output=True, text=True, timeout=300, env=env)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    page = (book / "_build" / "html" / "nb.html").read_text()
+    assert stored.strip() in page  # the very number nbval printed: the build did not run the cell again
+
+    edited = nbformat.read(book / "nb.ipynb", as_version=4)
+    edited.cells[1].source += "\nprint('edited')"
+    nbformat.write(edited, book / "nb.ipynb")
+    build = subprocess.run([str(BIN / "jupyter-book"), "build", str(book), "--config", str(cfg), "-W", "-n",
+                            "--keep-going"], capture_output=True, text=True, timeout=300, env=env)
+    page = (book / "_build" / "html" / "nb.html").read_text()
+    assert build.returncode == 0 and "edited" in page and stored.strip() not in page
+    assert re.search(r"draw 0\.\d+", page)
