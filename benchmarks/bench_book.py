@@ -8,8 +8,8 @@ are never touched. Two passes over all notebooks, in order, in one temporary ``S
 
 - ``cold``: the cache folder starts empty (text embeddings, frozen features and runs are computed;
   a later notebook of the pass may reuse what an earlier one cached, as in a real build);
-- ``warm``: the same folder, now filled (what the second execution of a CI run — nbval, then the
-  book build — costs).
+- ``warm``: the same folder, now filled (what a rebuild costs: ``scripts/book.sh`` run again on one machine;
+  CI executes each notebook once, in its nbval step, and the book build renders what nbval stored).
 
 Each time includes starting the kernel; the time of an empty notebook (kernel start and shutdown
 alone) is reported as its own row.

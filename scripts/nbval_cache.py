@@ -29,8 +29,13 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     folder = config.getoption("--nbval-cache")
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)  # a cache of an earlier run would answer for sources it did not run
+    if not folder:
+        return
+    p = Path(folder)
+    if p.exists() and any(p.iterdir()) and not (p / "global.db").is_file():
+        raise pytest.UsageError(f"--nbval-cache {folder}: the folder exists and is not a jupyter-cache folder "
+                                "(no global.db); nothing was deleted. Give a new or empty folder.")
+    shutil.rmtree(p, ignore_errors=True)  # an earlier run's cache would answer for sources it did not run
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -152,6 +152,14 @@ def test_the_book_renders_the_outputs_nbval_produced_and_executes_what_it_did_no
                        cwd=ROOT / "scripts")
     assert r.returncode == 1 and "nbval fails here" in r.stdout, r.stdout[-2000:]
     records = get_cache(str(cache)).list_cache_records()
+    mine = tmp_path / "my results"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = subprocess.run([sys.executable, "-m", "pytest", str(book / "nb.ipynb"), "-q", "-p", "no:cacheprovider",
+                              "--nbval-lax", "-p", "nbval_cache", "--nbval-cache", str(mine)],
+                             capture_output=True, text=True, timeout=120, env=env, cwd=ROOT / "scripts")
+    assert refused.returncode != 0 and "not a jupyter-cache folder" in refused.stdout + refused.stderr
+    assert (mine / "notes.txt").read_text() == "keep me"  # a folder that is not a cache is never emptied
     assert [Path(rec.uri).name for rec in records] == ["nb.ipynb"]  # the failed notebook is not stored
     stored = get_cache(str(cache)).get_cache_bundle(records[0].pk).nb.cells[-1].outputs[0]["text"]
     assert stored.startswith("draw ")
