@@ -7,8 +7,12 @@ nbval executes every notebook to check it, then throws the outputs away; buildin
 notebook whose every cell passed is stored, with the outputs this run produced, in a jupyter-cache
 folder. ``scripts/test.sh`` then builds the book with ``execute_notebooks: cache`` pointing at it:
 jupyter-book matches each notebook to its cached run by the source of its code cells and renders
-those outputs. A notebook that is not in the cache (one that failed here, or was edited since) is
-executed by the build as usual, so a build never shows outputs that its sources did not produce.
+those outputs. A notebook that is not in the cache (one that failed here, or one whose cells were
+edited since) is executed by the build as usual. The cache is keyed by the notebook alone: a change of
+the library or of its data between the two steps is not seen, which is why ``test.sh`` runs them back
+to back, on a cache this nbval run started empty. A notebook with a cell that nbval lets raise
+(``NBVAL_RAISES_EXCEPTION``) is not stored: the book build executes it and fails on the error, as it
+would without this plugin.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ def pytest_configure(config):
     folder = config.getoption("--nbval-cache")
     if not folder:
         return
+    if getattr(config, "workerinput", None) is not None or (config.getoption("numprocesses", None) or 0):
+        raise pytest.UsageError("--nbval-cache: run nbval in one process (no -n): workers would write one cache at once")
     p = Path(folder)
     if p.exists() and any(p.iterdir()) and not (p / "global.db").is_file():
         raise pytest.UsageError(f"--nbval-cache {folder}: the folder exists and is not a jupyter-cache folder "
@@ -44,7 +50,7 @@ def pytest_runtest_makereport(item, call):
     if not item.config.getoption("--nbval-cache") or not hasattr(item, "test_outputs"):
         return
     run = _runs.setdefault(item.parent, {"ok": True, "outputs": {}})
-    if report.failed or report.skipped:
+    if report.failed or report.skipped or item.options.get("check_exception"):
         run["ok"] = False
     elif report.when == "call":
         run["outputs"][item.cell_num] = item.test_outputs
@@ -73,11 +79,17 @@ def pytest_runtest_teardown(item, nextitem):
 
 
 def book_config(source: Path, cache: Path, out: Path) -> Path:
-    """Write ``source`` (a book's ``_config.yml``) to ``out`` with ``execute_notebooks: cache`` reading ``cache``."""
+    """Write ``source`` (a book's ``_config.yml``, in the book's source folder) to ``out`` with
+    ``execute_notebooks: cache`` reading ``cache``, for ``jupyter-book build SOURCE_FOLDER --config OUT``."""
     import yaml
 
     cfg = yaml.safe_load(Path(source).read_text())
     cfg.setdefault("execute", {}).update(execute_notebooks="cache", cache=str(Path(cache).resolve()))
+    # jupyter-book reads the local extensions' folders relative to the config file, everything else
+    # relative to the book's source folder: written elsewhere, they must be absolute
+    ext = cfg.get("sphinx", {}).get("local_extensions") or {}
+    for name, folder in ext.items():
+        ext[name] = str((Path(source).resolve().parent / folder).resolve())
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(yaml.safe_dump(cfg, sort_keys=False))
     return Path(out)

@@ -20,6 +20,7 @@ step() {
 step pytest python -m pytest tests -q -p no:cacheprovider -n auto --dist worksteal  # one process per core (pytest-xdist), idle ones take queued tests
 # nbval executes every notebook once and stores each one that passed (scripts/nbval_cache.py); the book is then
 # built from those outputs (execute_notebooks: cache), and executes only what nbval did not store.
+rm -rf _build/nbval-cache _build/nbval-book.yml  # never render an earlier run's outputs
 step nbval python -m pytest notebooks -q -p no:cacheprovider --nbval-lax --nbval-current-env \
   --nbval-sanitize-with tests/nbval_sanitize.cfg -p scripts.nbval_cache --nbval-cache _build/nbval-cache
 python scripts/nbval_cache.py _config.yml _build/nbval-cache _build/nbval-book.yml >/dev/null

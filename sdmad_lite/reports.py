@@ -30,7 +30,7 @@ class Band:
 
     @classmethod
     def parse(cls, text: str) -> "Band":
-        """The band written as :meth:`__str__` writes it: ``"[50, 60]"``, ``"<= 65"`` or ``"> 50"``."""
+        """The band as ``str(band)`` writes it: ``"[50, 60]"``, ``"<= 65"`` or ``"> 50"``."""
         t = text.strip()
         if t.startswith("[") and t.endswith("]"):
             low, high = (float(x) for x in t[1:-1].split(","))

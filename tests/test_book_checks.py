@@ -164,6 +164,16 @@ def test_the_book_renders_the_outputs_nbval_produced_and_executes_what_it_did_no
     stored = get_cache(str(cache)).get_cache_bundle(records[0].pk).nb.cells[-1].outputs[0]["text"]
     assert stored.startswith("draw ")
 
+    # the book's own config, written elsewhere: its local extensions still resolve (jupyter-book reads them
+    # relative to the config file), and nothing but the execution settings changes
+    real = yaml.safe_load(nbval_cache.book_config(ROOT / "_config.yml", cache, tmp_path / "real.yml").read_text())
+    mine = yaml.safe_load((ROOT / "_config.yml").read_text())
+    for name, folder in real["sphinx"]["local_extensions"].items():
+        assert Path(folder).is_absolute() and (Path(folder) / f"{name}.py").is_file()
+    assert real["execute"]["execute_notebooks"] == "cache" and Path(real["execute"]["cache"]) == cache.resolve()
+    for cfg_ in (real, mine):
+        cfg_["execute"].pop("execute_notebooks"), cfg_["execute"].pop("cache", None), cfg_["sphinx"].pop("local_extensions")
+    assert real == mine
     cfg = nbval_cache.book_config(book / "_config.yml", cache, tmp_path / "ci.yml")
     build = subprocess.run([str(BIN / "jupyter-book"), "build", str(book), "--config", str(cfg), "-W", "-n",
                             "--keep-going"], capture_output=True, text=True, timeout=300, env=env)
