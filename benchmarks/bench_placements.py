@@ -19,14 +19,13 @@ reported apart.
 
 The stack and the fold models are timed apart (the stack's epochs and seconds per epoch too). The
 residual-own stack is stopped after ``--own-max-epochs`` epochs (default 5; 0 runs it to its early stop,
-about half an hour of CPU on the phantom chest): its full cost is then estimated from its CPU seconds per
-epoch × the epochs the proxy's stack ran, plus the proxy's fold models (``cpu_s_estimate``).
+about an hour of CPU on the phantom chest by the estimate below): its full cost is then estimated from its
+CPU seconds per epoch × the epochs the proxy's stack ran, plus the proxy's fold models (``cpu_s_estimate``).
 
-Measured on 2 shared cores (load average 8–10), phantom chest, k = 4, seed 0, 28 support images, 12 models
-per stack (4 points × 3 folds), CPU seconds: side 7.0 and 6.6 (two runs), shift 48.1 (its grid's low learning
-rates run 230 epochs; 21.3 on a grid of lr 0.003 and 0.01), residual-proxy 155 and 152, residual-own 229.6
-with its stack stopped at 5 epochs (28.9 s per epoch), about 1,725 estimated for the whole run. So the
-residual placement keeps the side proxy (``methods.sdmad.CV_PLACEMENT``).
+The latest run is ``benchmarks/results/placements.json``, shown on the book's costs page ("Tuning in each
+adapter placement"). On 2 idle cores (2026-12-07), CPU seconds: side 6.4, shift 18.3, residual-proxy 282,
+residual-own about 3,400 estimated (its stack 38.9 s per epoch) — so the residual placement keeps the side
+proxy (``methods.sdmad.CV_PLACEMENT``).
 """
 from __future__ import annotations
 
