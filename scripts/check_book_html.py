@@ -8,7 +8,8 @@ one MathJax element per equation. On a chapter (a notebook), every code cell who
 seaborn, the library's ``*_figure`` functions and explorers; see :func:`figure_cells`) must show
 at least one loaded image in its output, and every "*Figure:*" caption must have an image
 between it and the previous caption (a caption never stands under an empty output). A full-page screenshot of each page is written for people to look at. A request to an
-outside host is an error (the page would break offline), and so is an image from an outside host.
+outside host is an error (the page would break offline), and so is an image from an outside host, and a
+plain-http link (what MyST's linkify makes of a bare name such as ``PAPER.md``; the book's real outside links are https).
 
     python scripts/check_book_html.py [_build/html] [--screenshots DIR]
 
@@ -234,6 +235,9 @@ def check(html_dir: Path, shots: Path) -> int:
             # internal links
             for href in set(driver.execute_script(JS_LINKS)):
                 if not href.startswith(base):
+                    if href.startswith("http://"):  # what MyST's linkify makes of a bare name such as PAPER.md
+                        failures.append(f"{page}: link to {href} (a name linkify read as a web address? put it in "
+                                        "backticks; a real outside link is https)")
                     continue
                 n_links += 1
                 u = urlparse(href)

@@ -54,7 +54,7 @@ def test_failing_cell_fails_the_build(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("chromedriver") or Path("/usr/bin/chromedriver").exists()),
                     reason="chromium-driver is not installed (.ci/run installs it)")
-def test_browser_check_catches_broken_link_and_image(tmp_path, monkeypatch):
+def test_browser_check_catches_broken_link_and_image(tmp_path, monkeypatch, capsys):
     sys.path.insert(0, str(ROOT / "scripts"))
     import check_book_html as chk
 
@@ -64,8 +64,14 @@ def test_browser_check_catches_broken_link_and_image(tmp_path, monkeypatch):
     monkeypatch.setattr(chk, "ROOT", book)
     assert chk.check(html, tmp_path / "shots") == 0
     page = html / "nb.html"
-    page.write_text(page.read_text().replace("</article>", '<a href="missing.html">x</a><img src="nope.png"></article>', 1))
+    text = page.read_text()
+    page.write_text(text.replace("</article>", '<a href="missing.html">x</a><img src="nope.png"></article>', 1))
     assert chk.check(html, tmp_path / "shots2") == 1
+    # what MyST's linkify makes of a bare file name in prose ("see PAPER.md") is a link to a web host
+    page.write_text(text.replace("</article>", '<a href="http://PAPER.md">PAPER.md</a></article>', 1))
+    capsys.readouterr()
+    assert chk.check(html, tmp_path / "shots3") == 1
+    assert "linkify" in capsys.readouterr().out
 
 
 FIGURE = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2), dpi=40)\nax.plot([0, 1], [1, 0])"
