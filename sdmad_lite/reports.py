@@ -28,20 +28,8 @@ class Band:
     low: float | None = None
     high: float | None = None
 
-    @classmethod
-    def parse(cls, text: str) -> "Band":
-        """The band as ``str(band)`` writes it: ``"[50, 60]"``, ``"<= 65"`` or ``"> 50"``."""
-        t = text.strip()
-        if t.startswith("[") and t.endswith("]"):
-            low, high = (float(x) for x in t[1:-1].split(","))
-            return cls(low, high)
-        if t.startswith("<="):
-            return cls(None, float(t[2:]))
-        if t.startswith(">"):
-            return cls(float(t[1:]), None)
-        raise ValueError(f"not a band: {text!r}; write it as '[low, high]', '<= high' or '> low'")
-
     def __str__(self) -> str:
+        """``"[50, 60]"``, ``"<= 65"`` or ``"> 50"`` (as ``calibration.meta`` records it)."""
         f = "{:g}".format
         if self.low is not None and self.high is not None:
             return f"[{f(self.low)}, {f(self.high)}]"

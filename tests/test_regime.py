@@ -369,19 +369,17 @@ def test_the_shipped_shots_curve_repeats_the_calibrations_k4_runs():
             assert r.anomaly_columns == pytest.approx(c[f"k4_{method}"], abs=0.05), (m, method)
 
 
-def test_a_band_reads_back_what_it_writes_and_says_how_far_a_value_is_outside():
+def test_a_band_says_whether_a_value_is_inside_and_how_far_outside():
     from sdmad_lite.io import RESOURCES
     from sdmad_lite.reports import BANDS, Band
 
-    for text, inside, outside, by in (("[50, 60]", (50, 55, 60), (49, 61.5), (1, 1.5)),
-                                      ("<= 65", (10, 65), (65.5,), (0.5,)), ("> 50", (50.1, 99), (50, 40), (0, 10))):
-        band = Band.parse(text)
-        assert str(band) == text and Band.parse(str(band)) == band
+    for band, text, inside, outside, by in ((Band(50, 60), "[50, 60]", (50, 55, 60), (49, 61.5), (1, 1.5)),
+                                            (Band(None, 65), "<= 65", (10, 65), (65.5,), (0.5,)),
+                                            (Band(50, None), "> 50", (50.1, 99), (50, 40), (0, 10))):
+        assert str(band) == text
         assert all(band.contains(x) and band.outside_by(x) == 0 for x in inside)
         assert [band.contains(x) for x in outside] == [False] * len(outside)
         assert [band.outside_by(x) for x in outside] == pytest.approx(list(by))
-    with pytest.raises(ValueError, match="write it as"):
-        Band.parse("50-60")
-    # the shipped calibration was judged against the bands the library holds now
+    # the shipped calibration was judged against the bands the library holds now (the chapters read reports.BANDS)
     meta = json.loads((RESOURCES / "results" / "calibration.meta").read_text())
     assert meta["bands"] == {m: {src: str(b) for src, b in bb.items()} for m, bb in BANDS.items()}
