@@ -10,6 +10,8 @@ at least one loaded image in its output, and every "*Figure:*" caption must have
 between it and the previous caption (a caption never stands under an empty output). A full-page screenshot of each page is written for people to look at. A request to an
 outside host is an error (the page would break offline), and so is an image from an outside host, and a
 plain-http link (what MyST's linkify makes of a bare name such as ``PAPER.md``; the book's real outside links are https).
+No table may be wider than the text column at a 1280 px wide window: it would scroll sideways, and print and
+screenshots cut it off.
 
     python scripts/check_book_html.py [_build/html] [--screenshots DIR]
 
@@ -153,6 +155,14 @@ for (const el of document.querySelectorAll('article img, article p')) {
 }
 return out;"""
 
+# tables wider than the text column (they scroll sideways, or are cut off in print and screenshots):
+# [table width, column width, the table's header text]
+JS_WIDE = """const col = document.querySelector('article.bd-article') || document.querySelector('article');
+if (!col) return [];
+const w = col.getBoundingClientRect().width;
+return Array.from(col.querySelectorAll('table')).map(t => [t.getBoundingClientRect().width, w,
+  (t.querySelector('thead') || t).textContent.replace(/\\s+/g, ' ').trim().slice(0, 70)]).filter(x => x[0] > x[1] + 1);"""
+
 
 #: the height of one screenshot; a longer page is saved in several, scrolled one under the other
 SHOT_HEIGHT = 5000
@@ -230,6 +240,9 @@ def check(html_dir: Path, shots: Path) -> int:
             for url in driver.execute_script(JS_RESOURCES):
                 if url.startswith(("http://", "https://")) and not url.startswith(base):
                     failures.append(f"{page}: request to an outside host (breaks offline): {url}")
+            for width, column, head in driver.execute_script(JS_WIDE):
+                failures.append(f"{page}: a table is wider than the text column ({width:.0f} px > {column:.0f} px): "
+                                f"{head!r} — split it (one table per k, per metric) or turn it (one row per category)")
             for cap in driver.execute_script(JS_CAPTIONS):
                 failures.append(f"{page}: caption with no image above it: {cap!r}")
             # internal links

@@ -72,6 +72,11 @@ def test_browser_check_catches_broken_link_and_image(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert chk.check(html, tmp_path / "shots3") == 1
     assert "linkify" in capsys.readouterr().out
+    # a table wider than the text column scrolls sideways (and is cut off in print and screenshots)
+    wide = "<table><thead><tr>" + "".join(f"<th>category_number_{i}</th>" for i in range(20)) + "</tr></thead></table>"
+    page.write_text(text.replace("</article>", wide + "</article>", 1))
+    assert chk.check(html, tmp_path / "shots4") == 1
+    assert "wider than the text column" in capsys.readouterr().out
 
 
 FIGURE = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2), dpi=40)\nax.plot([0, 1], [1, 0])"
