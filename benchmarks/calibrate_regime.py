@@ -30,6 +30,12 @@ for each checkpoint and modality (a k the pool cannot supply is left out), and w
 whether a modality's image features give a few-shot method more to read as k grows (the k = 4 margin asks
 that of 4 shots only).
 
+``--recipe-seeds SEED,SEED,...`` builds the default checkpoint's recipe (its card, ``phantomclip-tiny.card.json``)
+once per seed into ``--build-dir`` (a build whose card holds the same recipe is reused), measures the zero-shot
+columns of each, and writes ``recipe_seeds.csv``: how far the regime moves with the recipe's own seed (the shipped
+default is the card's seed; the bands were met, or missed, on that one draw). The card's seed must rebuild the
+shipped file bit for bit, and the run stops if it does not.
+
 ``--anchor-cause ARM=CHECKPOINT,...`` prints instead the anchor AUROC of each checkpoint with subsets
 of the anchor prompts, the first negated normal prompt put back where a subset says so (which prompts
 invert the anchor), and writes ``anchor_inversion.csv``: the measurement behind the caption fix
@@ -171,6 +177,61 @@ def shots_curve(checkpoints, modalities, shots, seeds, methods, log, workers: in
     return pd.DataFrame(rows)
 
 
+def build_recipe_seeds(seeds, build_dir: Path, log) -> dict[int, str]:
+    """The default checkpoint's recipe (its card) built once per seed in ``build_dir/seed{N}``: seed -> checkpoint
+    file. A folder whose card holds the same recipe is reused. The card's own seed must give the shipped file."""
+    import dataclasses
+
+    import torch
+
+    from sdmad_lite.io import sha256_file
+    from sdmad_lite.models.checkpoints import SHIPPED
+    from sdmad_lite.models.pretrain import PretrainConfig, pretrain
+
+    card = json.loads(SHIPPED["shipped"][1].read_text())
+    out = {}
+    for s in seeds:
+        cfg = PretrainConfig(**{**card["recipe"], "seed": s})
+        want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        d = Path(build_dir) / f"seed{s}"
+        ck, built = d / "phantomclip-tiny.pt", d / "phantomclip-tiny.card.json"
+        if ck.is_file() and built.is_file() and json.loads(built.read_text()).get("recipe") == want:
+            log(f"seed {s}: {ck} (built before, same recipe)")
+        else:
+            log(f"seed {s}: building the default recipe with seed {s} in {d} ...")
+            threads = torch.get_num_threads()
+            torch.set_num_threads(int(card.get("machine", {}).get("threads") or 2))  # as the card's command ran
+            try:
+                pretrain(cfg, d, log=lambda *a: None)
+            finally:
+                torch.set_num_threads(threads)
+        if s == card["recipe"]["seed"]:
+            diff = max_abs_diff(ck, SHIPPED["shipped"][0])
+            log(f"seed {s} is the card's: sha256 {'equal to' if sha256_file(ck) == card['sha256'] else 'unlike'} the "
+                f"shipped file's, largest tensor difference {diff:.2g}")
+            if diff > REBUILD_TOLERANCE:
+                raise SystemExit(f"seed {s} is the shipped checkpoint's seed but {ck} differs from it by {diff:.2g} "
+                                 f"(> {REBUILD_TOLERANCE:g}): the recipe no longer rebuilds the default; find out why "
+                                 "before reading any other seed")
+        out[s] = str(ck)
+    return out
+
+
+#: how far the card's own seed may rebuild from the shipped file (largest absolute tensor difference): float
+#: arithmetic on another CPU (kernels, thread count) moves the weights by about 1e-4 in 20 steps
+REBUILD_TOLERANCE = 1e-3
+
+
+def max_abs_diff(a: Path, b: Path) -> float:
+    """The largest absolute difference between two checkpoints' tensors (inf when their keys differ)."""
+    import torch
+
+    x, y = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    if x.keys() != y.keys():
+        return float("inf")
+    return max(float((x[k].double() - y[k].double()).abs().max()) for k in x)
+
+
 def negated_anchors(bank) -> dict[str, list[str]]:
     """The bank's anchor prompts with normal #3 in its first, negated form (:data:`NEGATED_NORMAL`)."""
     a = bank.anchor_prompts()
@@ -243,6 +304,10 @@ def main(argv=None) -> int:
     ap.add_argument("--shots-curve", default=None, metavar="K,K,...",
                     help="the anomaly-column AUROC as the shots grow instead (writes shots_curve.csv; --methods "
                     f"defaults to linear-probe,{FROZEN} here)")
+    ap.add_argument("--recipe-seeds", default=None, metavar="SEED,SEED,...",
+                    help="the default checkpoint's recipe built with each seed, zero-shot columns only (writes "
+                    "recipe_seeds.csv)")
+    ap.add_argument("--build-dir", default=None, help="where --recipe-seeds builds (default: the cache's recipe-seeds/)")
     ap.add_argument("--anchor-cause", default=None, metavar="ARM=CHECKPOINT,...",
                     help="anchor prompt-subset table of these checkpoints instead (writes anchor_inversion.csv)")
     ap.add_argument("--out", default=None, help="CSV file (default: resources/results/calibration.csv or "
@@ -276,6 +341,40 @@ def main(argv=None) -> int:
             df.to_csv(out, index=False)
             _write_meta(out, argv, df, args, t0, {"metric": ANOMALY_COLUMNS, "phantoms": "data.world: development"})
             log(f"wrote {out}")
+        return 0
+    if args.recipe_seeds:
+        from sdmad_lite.io import cache_dir
+
+        seeds = [int(x) for x in args.recipe_seeds.split(",")]
+        built = build_recipe_seeds(seeds, Path(args.build_dir) if args.build_dir else cache_dir("recipe-seeds"), log)
+        modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+        rows = []
+        for s, ck in built.items():
+            for r in zero_shot(ck, args.zs_seeds, args.n, modalities):
+                b = BANDS[r["modality"]]
+                r.update({"recipe_seed": s, "checkpoint": f"default recipe, seed {s}",  # the files are local; their sha256 are in the .meta
+                          "zs_in_bands": all(b[src].contains(r[f"zs_{src}"]) for src in b)})
+                rows.append(r)
+            log(f"  seed {s}: " + "; ".join(f"{r['modality']} names {r['zs_names']:.1f} signs {r['zs_signs']:.1f} "
+                                            f"anchor {r['zs_anchor']:.1f}" for r in rows[-len(modalities):]))
+        df = pd.DataFrame(rows)
+        out = OUT.with_name("recipe_seeds.csv") if args.out is None else (Path(args.out) if args.out else None)
+        if out is not None:
+            from sdmad_lite.io import sha256_file
+            from sdmad_lite.models.checkpoints import SHIPPED
+
+            df.to_csv(out, index=False)
+            card = json.loads(SHIPPED["shipped"][1].read_text())
+            _write_meta(out, argv, df, args, t0, {
+                "bands": {m: {k: str(v) for k, v in b.items()} for m, b in BANDS.items()},
+                "recipe": card["recipe"], "card_seed": card["recipe"]["seed"],
+                "sha256": {str(s): sha256_file(Path(ck)) for s, ck in built.items()},
+                "card_seed_vs_shipped": {"sha256_equal": sha256_file(Path(built[card["recipe"]["seed"]])) == card["sha256"],
+                                         "max_abs_diff": max_abs_diff(Path(built[card["recipe"]["seed"]]), SHIPPED["shipped"][0])}
+                if card["recipe"]["seed"] in built else None,
+                "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)"},
+                measured=[])
+            log(f"wrote {out} in {time.time() - t0:.0f} s")
         return 0
     if args.out is None:
         args.out = str(OUT)

@@ -383,3 +383,38 @@ def test_a_band_says_whether_a_value_is_inside_and_how_far_outside():
     # the shipped calibration was judged against the bands the library holds now (the chapters read reports.BANDS)
     meta = json.loads((RESOURCES / "results" / "calibration.meta").read_text())
     assert meta["bands"] == {m: {src: str(b) for src, b in bb.items()} for m, bb in BANDS.items()}
+
+
+def test_recipe_seeds_reuse_a_build_of_the_same_recipe_and_stop_when_the_cards_seed_drifts(tmp_path, monkeypatch):
+    """``calibrate_regime.py --recipe-seeds``: a folder whose card holds the default's recipe with that seed is
+    reused (nothing is built); the card's own seed must give the shipped weights within the tolerance, else the
+    run stops before any other seed is read."""
+    import dataclasses
+    import shutil
+
+    import torch
+
+    from sdmad_lite.models.checkpoints import SHIPPED
+    from sdmad_lite.models import pretrain as P
+
+    cal = _calibrate_regime()
+    card = json.loads(SHIPPED["shipped"][1].read_text())
+    seed = card["recipe"]["seed"]
+    d = tmp_path / f"seed{seed}"
+    d.mkdir()
+    shutil.copy(SHIPPED["shipped"][0], d / "phantomclip-tiny.pt")
+    recipe = json.loads(json.dumps(dataclasses.asdict(P.PretrainConfig(**card["recipe"]))))
+    (d / "phantomclip-tiny.card.json").write_text(json.dumps({"recipe": recipe}))
+    monkeypatch.setattr(P, "pretrain", lambda *a, **k: pytest.fail("a build of the same recipe must be reused"))
+    logged = []
+    assert cal.build_recipe_seeds([seed], tmp_path, logged.append) == {seed: str(d / "phantomclip-tiny.pt")}
+    assert any("largest tensor difference 0" in m for m in logged)
+    state = torch.load(d / "phantomclip-tiny.pt", map_location="cpu", weights_only=True)
+    state["text_projection"] += 10 * cal.REBUILD_TOLERANCE  # drifted further than float rounding
+    torch.save(state, d / "phantomclip-tiny.pt")
+    with pytest.raises(SystemExit, match="no longer rebuilds the default"):
+        cal.build_recipe_seeds([seed], tmp_path, logged.append)
+    # another recipe in the folder is not reused
+    (d / "phantomclip-tiny.card.json").write_text(json.dumps({"recipe": {**recipe, "lr": 1.0}}))
+    with pytest.raises(pytest.fail.Exception, match="must be reused"):
+        cal.build_recipe_seeds([seed], tmp_path, logged.append)

@@ -49,3 +49,27 @@ def test_the_calibration_margin_is_read_on_the_anomaly_columns(name):
     assert (df.k4_margin_ok == (df.k4_margin >= 5)).all()
     best_pa = df[["k4pa_sdmad", "k4pa_linear-probe"]].max(axis=1)
     assert (df.k4pa_margin - (best_pa - df["k4pa_zeroshot-signs"])).abs().max() <= 0.11
+
+
+def test_the_recipe_seed_table_is_of_the_shipped_default_recipe():
+    """``recipe_seeds.csv`` (chapter 5): the default card's recipe at each seed, the card's own seed among them,
+    three modalities each, its band verdicts those of ``reports.BANDS``. A changed card makes it stale."""
+    import json
+
+    import pandas as pd
+
+    from sdmad_lite.models.checkpoints import SHIPPED
+    from sdmad_lite.reports import BANDS
+    from sdmad_lite.results import read_meta
+
+    df = pd.read_csv(studies.RESULTS / "recipe_seeds.csv")
+    meta = read_meta(studies.RESULTS / "recipe_seeds.csv")
+    card = json.loads(SHIPPED["shipped"][1].read_text())
+    assert "--recipe-seeds" in meta["command"] and meta["recipe"] == card["recipe"], "rerun: " + meta["command"]
+    seeds = set(df.recipe_seed)
+    assert card["recipe"]["seed"] in seeds and len(seeds) >= 5 and len(df) == 3 * len(seeds)
+    assert set(meta["sha256"]) == {str(s) for s in seeds}
+    for r in df.itertuples():
+        b = BANDS[r.modality]
+        assert r.zs_in_bands == all(b[src].contains(getattr(r, f"zs_{src}")) for src in b)
+    assert meta["card_seed_vs_shipped"]["max_abs_diff"] <= 1e-3
