@@ -32,8 +32,9 @@ that of 4 shots only).
 
 ``--recipe-seeds SEED,SEED,...`` builds the default checkpoint's recipe (its card, ``phantomclip-tiny.card.json``)
 once per seed into ``--build-dir`` (a build whose card holds the same recipe is reused), measures the zero-shot
-columns of each, and writes ``recipe_seeds.csv``: how far the regime moves with the recipe's own seed (the shipped
-default is the card's seed; the bands were met, or missed, on that one draw). The card's seed must rebuild the
+columns and the k = 4 check of each (``--skip-k4``: zero-shot only), and writes ``recipe_seeds.csv``: how far the
+regime, and the k = 4 comparison of SD-MAD, the probe and the frozen prompts, move with the recipe's own seed (the
+shipped default is the card's seed; the bands were met, or missed, on that one draw). The card's seed must rebuild the
 shipped file bit for bit, and the run stops if it does not.
 
 ``--anchor-cause ARM=CHECKPOINT,...`` prints instead the anchor AUROC of each checkpoint with subsets
@@ -305,8 +306,8 @@ def main(argv=None) -> int:
                     help="the anomaly-column AUROC as the shots grow instead (writes shots_curve.csv; --methods "
                     f"defaults to linear-probe,{FROZEN} here)")
     ap.add_argument("--recipe-seeds", default=None, metavar="SEED,SEED,...",
-                    help="the default checkpoint's recipe built with each seed, zero-shot columns only (writes "
-                    "recipe_seeds.csv)")
+                    help="the default checkpoint's recipe built with each seed, its zero-shot columns and k = 4 check "
+                    "(writes recipe_seeds.csv)")
     ap.add_argument("--build-dir", default=None, help="where --recipe-seeds builds (default: the cache's recipe-seeds/)")
     ap.add_argument("--anchor-cause", default=None, metavar="ARM=CHECKPOINT,...",
                     help="anchor prompt-subset table of these checkpoints instead (writes anchor_inversion.csv)")
@@ -348,10 +349,16 @@ def main(argv=None) -> int:
         seeds = [int(x) for x in args.recipe_seeds.split(",")]
         built = build_recipe_seeds(seeds, Path(args.build_dir) if args.build_dir else cache_dir("recipe-seeds"), log)
         modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+        k4_modalities = modalities if args.k4_modalities is None else [m.strip() for m in args.k4_modalities.split(",") if m.strip()]
+        methods = [m.strip() for m in (args.methods or f"sdmad,linear-probe,{FROZEN}").split(",") if m.strip()]
         rows = []
         for s, ck in built.items():
             for r in zero_shot(ck, args.zs_seeds, args.n, modalities):
                 b = BANDS[r["modality"]]
+                if not args.skip_k4 and r["modality"] in k4_modalities:
+                    r.update(k4(ck, r["modality"], [int(x) for x in args.seeds.split(",")], methods, log, args.workers))
+                    if "k4_margin" in r:
+                        r["k4_margin_ok"] = r["k4_margin"] >= MARGIN
                 r.update({"recipe_seed": s, "checkpoint": f"default recipe, seed {s}",  # the files are local; their sha256 are in the .meta
                           "zs_in_bands": all(b[src].contains(r[f"zs_{src}"]) for src in b)})
                 rows.append(r)
@@ -367,7 +374,8 @@ def main(argv=None) -> int:
             card = json.loads(SHIPPED["shipped"][1].read_text())
             _write_meta(out, argv, df, args, t0, {
                 "bands": {m: {k: str(v) for k, v in b.items()} for m, b in BANDS.items()},
-                "recipe": card["recipe"], "card_seed": card["recipe"]["seed"],
+                "recipe": card["recipe"], "card_seed": card["recipe"]["seed"], "k4_margin_band": f">= {MARGIN:g}",
+                "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)",
                 "sha256": {str(s): sha256_file(Path(ck)) for s, ck in built.items()},
                 "card_seed_vs_shipped": {"sha256_equal": sha256_file(Path(built[card["recipe"]["seed"]])) == card["sha256"],
                                          "max_abs_diff": max_abs_diff(Path(built[card["recipe"]["seed"]]), SHIPPED["shipped"][0])}
