@@ -178,9 +178,35 @@ def shots_curve(checkpoints, modalities, shots, seeds, methods, log, workers: in
     return pd.DataFrame(rows)
 
 
-def build_recipe_seeds(seeds, build_dir: Path, log) -> dict[int, str]:
-    """The default checkpoint's recipe (its card) built once per seed in ``build_dir/seed{N}``: seed -> checkpoint
-    file. A folder whose card holds the same recipe is reused. The card's own seed must give the shipped file."""
+def recipe_folder(seed: int, changes: dict) -> str:
+    """The build folder's name of a seed: ``seed1234``, or with ``--recipe-change`` ``seed1234-lr0.0002-stop_after40``."""
+    return f"seed{seed}" + "".join(f"-{k}{v}" for k, v in sorted(changes.items()))
+
+
+def parse_changes(text: str | None) -> dict:
+    """``--recipe-change lr=0.0002,stop_after=40``: the default card's recipe fields to change (JSON values)."""
+    import dataclasses
+
+    from sdmad_lite.models.pretrain import PretrainConfig
+
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)} - {"seed"}
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise SystemExit(f"--recipe-change {item!r}: write FIELD=VALUE with FIELD one of {', '.join(sorted(fields))} "
+                             "(the seed is --recipe-seeds)")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def build_recipe_seeds(seeds, build_dir: Path, log, changes: dict | None = None) -> dict[int, str]:
+    """The default checkpoint's recipe (its card), with ``changes``, built once per seed in ``build_dir/``
+    :func:`recipe_folder`: seed -> checkpoint file. A folder whose card holds the same recipe is reused, one that
+    holds another is refused (never overwritten). Unchanged, the card's own seed must give the shipped file."""
     import dataclasses
 
     import torch
@@ -192,11 +218,14 @@ def build_recipe_seeds(seeds, build_dir: Path, log) -> dict[int, str]:
     card = json.loads(SHIPPED["shipped"][1].read_text())
     out = {}
     for s in seeds:
-        cfg = PretrainConfig(**{**card["recipe"], "seed": s})
+        cfg = PretrainConfig(**{**card["recipe"], **(changes or {}), "seed": s})
         want = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        d = Path(build_dir) / f"seed{s}"
+        d = Path(build_dir) / recipe_folder(s, changes or {})
         ck, built = d / "phantomclip-tiny.pt", d / "phantomclip-tiny.card.json"
-        if ck.is_file() and built.is_file() and json.loads(built.read_text()).get("recipe") == want:
+        if built.is_file() and json.loads(built.read_text()).get("recipe") != want:
+            raise SystemExit(f"{d} holds a build of another recipe (its card's \"recipe\"): choose another --build-dir, "
+                             "or delete that folder if you no longer need it")
+        if ck.is_file() and built.is_file():
             log(f"seed {s}: {ck} (built before, same recipe)")
         else:
             log(f"seed {s}: building the default recipe with seed {s} in {d} ...")
@@ -206,7 +235,7 @@ def build_recipe_seeds(seeds, build_dir: Path, log) -> dict[int, str]:
                 pretrain(cfg, d, log=lambda *a: None)
             finally:
                 torch.set_num_threads(threads)
-        if s == card["recipe"]["seed"]:
+        if s == card["recipe"]["seed"] and not changes:
             diff = max_abs_diff(ck, SHIPPED["shipped"][0])
             log(f"seed {s} is the card's: sha256 {'equal to' if sha256_file(ck) == card['sha256'] else 'unlike'} the "
                 f"shipped file's, largest tensor difference {diff:.2g}")
@@ -308,6 +337,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recipe-seeds", default=None, metavar="SEED,SEED,...",
                     help="the default checkpoint's recipe built with each seed, its zero-shot columns and k = 4 check "
                     "(writes recipe_seeds.csv)")
+    ap.add_argument("--recipe-change", default=None, metavar="FIELD=VALUE,...",
+                    help="with --recipe-seeds: change these fields of the default card's recipe (e.g. lr=0.0002,stop_after=40)")
     ap.add_argument("--build-dir", default=None, help="where --recipe-seeds builds (default: the cache's recipe-seeds/)")
     ap.add_argument("--anchor-cause", default=None, metavar="ARM=CHECKPOINT,...",
                     help="anchor prompt-subset table of these checkpoints instead (writes anchor_inversion.csv)")
@@ -347,7 +378,8 @@ def main(argv=None) -> int:
         from sdmad_lite.io import cache_dir
 
         seeds = [int(x) for x in args.recipe_seeds.split(",")]
-        built = build_recipe_seeds(seeds, Path(args.build_dir) if args.build_dir else cache_dir("recipe-seeds"), log)
+        changes = parse_changes(args.recipe_change)
+        built = build_recipe_seeds(seeds, Path(args.build_dir) if args.build_dir else cache_dir("recipe-seeds"), log, changes)
         modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
         k4_modalities = modalities if args.k4_modalities is None else [m.strip() for m in args.k4_modalities.split(",") if m.strip()]
         methods = [m.strip() for m in (args.methods or f"sdmad,linear-probe,{FROZEN}").split(",") if m.strip()]
@@ -374,12 +406,13 @@ def main(argv=None) -> int:
             card = json.loads(SHIPPED["shipped"][1].read_text())
             _write_meta(out, argv, df, args, t0, {
                 "bands": {m: {k: str(v) for k, v in b.items()} for m, b in BANDS.items()},
-                "recipe": card["recipe"], "card_seed": card["recipe"]["seed"], "k4_margin_band": f">= {MARGIN:g}",
+                "recipe": {**card["recipe"], **changes}, "recipe_change": changes, "card_seed": card["recipe"]["seed"],
+                "k4_margin_band": f">= {MARGIN:g}",
                 "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)",
                 "sha256": {str(s): sha256_file(Path(ck)) for s, ck in built.items()},
                 "card_seed_vs_shipped": {"sha256_equal": sha256_file(Path(built[card["recipe"]["seed"]])) == card["sha256"],
                                          "max_abs_diff": max_abs_diff(Path(built[card["recipe"]["seed"]]), SHIPPED["shipped"][0])}
-                if card["recipe"]["seed"] in built else None,
+                if card["recipe"]["seed"] in built and not changes else None,
                 "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)"},
                 measured=[])
             log(f"wrote {out} in {time.time() - t0:.0f} s")

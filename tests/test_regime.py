@@ -414,7 +414,31 @@ def test_recipe_seeds_reuse_a_build_of_the_same_recipe_and_stop_when_the_cards_s
     torch.save(state, d / "phantomclip-tiny.pt")
     with pytest.raises(SystemExit, match="no longer rebuilds the default"):
         cal.build_recipe_seeds([seed], tmp_path, logged.append)
-    # another recipe in the folder is not reused
+    # a folder holding another recipe is neither reused nor overwritten
     (d / "phantomclip-tiny.card.json").write_text(json.dumps({"recipe": {**recipe, "lr": 1.0}}))
-    with pytest.raises(pytest.fail.Exception, match="must be reused"):
+    with pytest.raises(SystemExit, match="holds a build of another recipe"):
         cal.build_recipe_seeds([seed], tmp_path, logged.append)
+    assert (d / "phantomclip-tiny.pt").is_file()
+    # --recipe-change: its own folder, a changed recipe, and no drift check against the shipped file
+    changes = cal.parse_changes("lr=0.0002,stop_after=40")
+    assert changes == {"lr": 0.0002, "stop_after": 40} and cal.recipe_folder(seed, changes) == f"seed{seed}-lr0.0002-stop_after40"
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        cal.parse_changes("seed=3")
+    built = []
+    monkeypatch.setattr(P, "pretrain", lambda cfg, out, log: built.append(cfg) or _fake_build(cfg, out))
+    cal.build_recipe_seeds([seed], tmp_path, logged.append, changes)
+    assert built[0].lr == 0.0002 and built[0].stop_after == 40 and built[0].seed == seed
+
+
+def _fake_build(cfg, out):
+    import dataclasses
+    import shutil
+
+    from sdmad_lite.models.checkpoints import SHIPPED
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SHIPPED["shipped"][0], out / "phantomclip-tiny.pt")
+    state = __import__("torch").load(out / "phantomclip-tiny.pt", map_location="cpu", weights_only=True)
+    state["text_projection"] += 1.0  # far from the shipped weights: no drift check may run on a changed recipe
+    __import__("torch").save(state, out / "phantomclip-tiny.pt")
+    (out / "phantomclip-tiny.card.json").write_text(json.dumps({"recipe": json.loads(json.dumps(dataclasses.asdict(cfg)))}))
