@@ -35,7 +35,9 @@ once per seed into ``--build-dir`` (a build whose card holds the same recipe is 
 columns and the k = 4 check of each (``--skip-k4``: zero-shot only), and writes ``recipe_seeds.csv``: how far the
 regime, and the k = 4 comparison of SD-MAD, the probe and the frozen prompts, move with the recipe's own seed (the
 shipped default is the card's seed; the bands were met, or missed, on that one draw). The card's seed must rebuild the
-shipped file bit for bit, and the run stops if it does not.
+shipped weights (within ``REBUILD_TOLERANCE``), and the run stops if it does not. ``--recipe-change FIELD=VALUE,...``
+studies a changed recipe the same way, in build folders of its own (write ``--out`` elsewhere: the shipped
+``recipe_seeds.csv`` is the card's recipe).
 
 ``--anchor-cause ARM=CHECKPOINT,...`` prints instead the anchor AUROC of each checkpoint with subsets
 of the anchor prompts, the first negated normal prompt put back where a subset says so (which prompts
@@ -379,6 +381,9 @@ def main(argv=None) -> int:
 
         seeds = [int(x) for x in args.recipe_seeds.split(",")]
         changes = parse_changes(args.recipe_change)
+        if changes and args.out is None:
+            raise SystemExit("--recipe-change: give --out (a CSV file, or '' to print only); the shipped recipe_seeds.csv "
+                             "is the card's unchanged recipe")
         built = build_recipe_seeds(seeds, Path(args.build_dir) if args.build_dir else cache_dir("recipe-seeds"), log, changes)
         modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
         k4_modalities = modalities if args.k4_modalities is None else [m.strip() for m in args.k4_modalities.split(",") if m.strip()]
