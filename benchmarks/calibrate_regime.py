@@ -205,10 +205,11 @@ def parse_changes(text: str | None) -> dict:
     return out
 
 
-def build_recipe_seeds(seeds, build_dir: Path, log, changes: dict | None = None) -> dict[int, str]:
+def build_recipe_seeds(seeds, build_dir: Path, log, changes: dict | None = None) -> tuple[dict[int, str], dict | None]:
     """The default checkpoint's recipe (its card), with ``changes``, built once per seed in ``build_dir/``
-    :func:`recipe_folder`: seed -> checkpoint file. A folder whose card holds the same recipe is reused, one that
-    holds another is refused (never overwritten). Unchanged, the card's own seed must give the shipped file."""
+    :func:`recipe_folder`: (seed -> checkpoint file, the card's seed against the shipped file or None). A folder
+    whose card holds the same recipe is reused, one that holds another is refused (never overwritten). Unchanged,
+    the card's own seed must give the shipped weights within :data:`REBUILD_TOLERANCE`."""
     import dataclasses
 
     import torch
@@ -218,7 +219,7 @@ def build_recipe_seeds(seeds, build_dir: Path, log, changes: dict | None = None)
     from sdmad_lite.models.pretrain import PretrainConfig, pretrain
 
     card = json.loads(SHIPPED["shipped"][1].read_text())
-    out = {}
+    out, vs_shipped = {}, None
     for s in seeds:
         cfg = PretrainConfig(**{**card["recipe"], **(changes or {}), "seed": s})
         want = json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -239,14 +240,15 @@ def build_recipe_seeds(seeds, build_dir: Path, log, changes: dict | None = None)
                 torch.set_num_threads(threads)
         if s == card["recipe"]["seed"] and not changes:
             diff = max_abs_diff(ck, SHIPPED["shipped"][0])
-            log(f"seed {s} is the card's: sha256 {'equal to' if sha256_file(ck) == card['sha256'] else 'unlike'} the "
+            vs_shipped = {"sha256_equal": sha256_file(ck) == card["sha256"], "max_abs_diff": diff}
+            log(f"seed {s} is the card's: sha256 {'equal to' if vs_shipped['sha256_equal'] else 'unlike'} the "
                 f"shipped file's, largest tensor difference {diff:.2g}")
             if diff > REBUILD_TOLERANCE:
                 raise SystemExit(f"seed {s} is the shipped checkpoint's seed but {ck} differs from it by {diff:.2g} "
                                  f"(> {REBUILD_TOLERANCE:g}): the recipe no longer rebuilds the default; find out why "
                                  "before reading any other seed")
         out[s] = str(ck)
-    return out
+    return out, vs_shipped
 
 
 #: how far the card's own seed may rebuild from the shipped file (largest absolute tensor difference): float
@@ -262,6 +264,32 @@ def max_abs_diff(a: Path, b: Path) -> float:
     if x.keys() != y.keys():
         return float("inf")
     return max(float((x[k].double() - y[k].double()).abs().max()) for k in x)
+
+
+def measure(checkpoint: str, args, log) -> list[dict]:
+    """One row per modality of ``args.modalities``: the zero-shot columns, the k = 4 check where ``args`` asks for
+    it, and the verdicts against :data:`BANDS` and :data:`MARGIN` (the calibration table and the recipe-seed table)."""
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+    k4_modalities = split(args.k4_modalities or args.modalities)
+    methods = split(args.methods or f"sdmad,linear-probe,{FROZEN}")
+    log(f"{checkpoint}: zero-shot on {args.zs_seeds} x {args.n} development phantoms per modality ...")
+    rows = zero_shot(checkpoint, args.zs_seeds, args.n, split(args.modalities))
+    for r in rows:
+        log("  " + " ".join(f"{k} {r[f'zs_{k}']:.1f}" for k in ("names", "signs", "random", "anchor")) + f"  ({r['modality']})")
+        if not args.skip_k4 and r["modality"] in k4_modalities:
+            r.update(k4(checkpoint, r["modality"], [int(s) for s in args.seeds.split(",")], methods, log, args.workers))
+        b = BANDS[r["modality"]]
+        r["zs_in_bands"] = all(b[src].contains(r[f"zs_{src}"]) for src in b)
+        if "k4_margin" in r:
+            r["k4_margin_ok"] = r["k4_margin"] >= MARGIN
+    return rows
+
+
+#: what every table of measured checkpoints records of its bands and phantoms (in its .meta)
+MEASURE_META = {
+    "bands": {m: {k: str(v) for k, v in b.items()} for m, b in BANDS.items()}, "k4_margin_band": f">= {MARGIN:g}",
+    "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)",
+    "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)"}
 
 
 def negated_anchors(bank) -> dict[str, list[str]]:
@@ -384,23 +412,11 @@ def main(argv=None) -> int:
         if changes and args.out is None:
             raise SystemExit("--recipe-change: give --out (a CSV file, or '' to print only); the shipped recipe_seeds.csv "
                              "is the card's unchanged recipe")
-        built = build_recipe_seeds(seeds, Path(args.build_dir) if args.build_dir else cache_dir("recipe-seeds"), log, changes)
-        modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
-        k4_modalities = modalities if args.k4_modalities is None else [m.strip() for m in args.k4_modalities.split(",") if m.strip()]
-        methods = [m.strip() for m in (args.methods or f"sdmad,linear-probe,{FROZEN}").split(",") if m.strip()]
-        rows = []
-        for s, ck in built.items():
-            for r in zero_shot(ck, args.zs_seeds, args.n, modalities):
-                b = BANDS[r["modality"]]
-                if not args.skip_k4 and r["modality"] in k4_modalities:
-                    r.update(k4(ck, r["modality"], [int(x) for x in args.seeds.split(",")], methods, log, args.workers))
-                    if "k4_margin" in r:
-                        r["k4_margin_ok"] = r["k4_margin"] >= MARGIN
-                r.update({"recipe_seed": s, "checkpoint": f"default recipe, seed {s}",  # the files are local; their sha256 are in the .meta
-                          "zs_in_bands": all(b[src].contains(r[f"zs_{src}"]) for src in b)})
-                rows.append(r)
-            log(f"  seed {s}: " + "; ".join(f"{r['modality']} names {r['zs_names']:.1f} signs {r['zs_signs']:.1f} "
-                                            f"anchor {r['zs_anchor']:.1f}" for r in rows[-len(modalities):]))
+        built, vs_shipped = build_recipe_seeds(seeds, Path(args.build_dir) if args.build_dir else cache_dir("recipe-seeds"),
+                                               log, changes)
+        recipe = "changed" if changes else "default"
+        rows = [{**r, "recipe_seed": s, "checkpoint": f"{recipe} recipe, seed {s}"}  # the files are local: sha256 in the .meta
+                for s, ck in built.items() for r in measure(ck, args, log)]
         df = pd.DataFrame(rows)
         out = OUT.with_name("recipe_seeds.csv") if args.out is None else (Path(args.out) if args.out else None)
         if out is not None:
@@ -410,39 +426,15 @@ def main(argv=None) -> int:
             df.to_csv(out, index=False)
             card = json.loads(SHIPPED["shipped"][1].read_text())
             _write_meta(out, argv, df, args, t0, {
-                "bands": {m: {k: str(v) for k, v in b.items()} for m, b in BANDS.items()},
-                "recipe": {**card["recipe"], **changes}, "recipe_change": changes, "card_seed": card["recipe"]["seed"],
-                "k4_margin_band": f">= {MARGIN:g}",
-                "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)",
-                "sha256": {str(s): sha256_file(Path(ck)) for s, ck in built.items()},
-                "card_seed_vs_shipped": {"sha256_equal": sha256_file(Path(built[card["recipe"]["seed"]])) == card["sha256"],
-                                         "max_abs_diff": max_abs_diff(Path(built[card["recipe"]["seed"]]), SHIPPED["shipped"][0])}
-                if card["recipe"]["seed"] in built and not changes else None,
-                "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)"},
-                measured=[])
+                **MEASURE_META, "recipe": {**card["recipe"], **changes}, "recipe_change": changes,
+                "card_seed": card["recipe"]["seed"], "sha256": {str(s): sha256_file(Path(ck)) for s, ck in built.items()},
+                "card_seed_vs_shipped": vs_shipped}, measured=[])
             log(f"wrote {out} in {time.time() - t0:.0f} s")
         return 0
     if args.out is None:
         args.out = str(OUT)
     checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
-    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
-    k4_modalities = modalities if args.k4_modalities is None else [m.strip() for m in args.k4_modalities.split(",") if m.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    methods = [m.strip() for m in (args.methods or f"sdmad,linear-probe,{FROZEN}").split(",") if m.strip()]
-    rows = []
-    for ck in checkpoints:
-        log(f"{ck}: zero-shot on {args.zs_seeds} x {args.n} development phantoms per modality ...")
-        zs = zero_shot(ck, args.zs_seeds, args.n, modalities)
-        for r in zs:
-            log("  " + " ".join(f"{k} {r[f'zs_{k}']:.1f}" for k in ("names", "signs", "random", "anchor")) + f"  ({r['modality']})")
-            if not args.skip_k4 and r["modality"] in k4_modalities:
-                r.update(k4(ck, r["modality"], seeds, methods, log, args.workers))
-            b = BANDS[r["modality"]]
-            r["zs_in_bands"] = all(b[src].contains(r[f"zs_{src}"]) for src in b)
-            if "k4_margin" in r:
-                r["k4_margin_ok"] = r["k4_margin"] >= MARGIN
-            rows.append(r)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([r for ck in checkpoints for r in measure(ck, args, log)])
     df, earlier = appended(Path(args.out), df, checkpoints) if args.append and args.out else (df, None)
     text = table(df)
     print(text)
@@ -450,12 +442,8 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
-        _write_meta(out, argv, df, args, t0, {
-            "bands": {m: {k: str(v) for k, v in b.items()} for m, b in BANDS.items()},
-            "k4_margin_band": f">= {MARGIN:g}", "table": text,
-            "zero_shot_phantoms": "sdmad_lite.reports.REPORT_SEED_BASE['development'] + seed (720_000 + 0, 1, ...)",
-            "k4_phantoms": "data.world: development (sdmad_lite/data/build.py DEV_TEST_SEED, DEV_POOL_SEED)"},
-            earlier, checkpoints if earlier is not None else None)
+        _write_meta(out, argv, df, args, t0, {**MEASURE_META, "table": text},
+                    earlier, checkpoints if earlier is not None else None)
         log(f"wrote {out} and {out.with_suffix('.meta')} in {time.time() - t0:.0f} s")
     return 0
 

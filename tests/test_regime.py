@@ -407,7 +407,8 @@ def test_recipe_seeds_reuse_a_build_of_the_same_recipe_and_stop_when_the_cards_s
     (d / "phantomclip-tiny.card.json").write_text(json.dumps({"recipe": recipe}))
     monkeypatch.setattr(P, "pretrain", lambda *a, **k: pytest.fail("a build of the same recipe must be reused"))
     logged = []
-    assert cal.build_recipe_seeds([seed], tmp_path, logged.append) == {seed: str(d / "phantomclip-tiny.pt")}
+    built, vs_shipped = cal.build_recipe_seeds([seed], tmp_path, logged.append)
+    assert built == {seed: str(d / "phantomclip-tiny.pt")} and vs_shipped == {"sha256_equal": True, "max_abs_diff": 0.0}
     assert any("largest tensor difference 0" in m for m in logged)
     state = torch.load(d / "phantomclip-tiny.pt", map_location="cpu", weights_only=True)
     state["text_projection"] += 10 * cal.REBUILD_TOLERANCE  # drifted further than float rounding
@@ -424,21 +425,21 @@ def test_recipe_seeds_reuse_a_build_of_the_same_recipe_and_stop_when_the_cards_s
     assert changes == {"lr": 0.0002, "stop_after": 40} and cal.recipe_folder(seed, changes) == f"seed{seed}-lr0.0002-stop_after40"
     with pytest.raises(SystemExit, match="FIELD=VALUE"):
         cal.parse_changes("seed=3")
-    built = []
-    monkeypatch.setattr(P, "pretrain", lambda cfg, out, log: built.append(cfg) or _fake_build(cfg, out))
-    cal.build_recipe_seeds([seed], tmp_path, logged.append, changes)
-    assert built[0].lr == 0.0002 and built[0].stop_after == 40 and built[0].seed == seed
+    made = []
+    monkeypatch.setattr(P, "pretrain", lambda cfg, out, log: made.append(cfg) or _fake_build(cfg, out))
+    assert cal.build_recipe_seeds([seed], tmp_path, logged.append, changes)[1] is None
+    assert made[0].lr == 0.0002 and made[0].stop_after == 40 and made[0].seed == seed
 
 
 def _fake_build(cfg, out):
     import dataclasses
-    import shutil
+
+    import torch
 
     from sdmad_lite.models.checkpoints import SHIPPED
 
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SHIPPED["shipped"][0], out / "phantomclip-tiny.pt")
-    state = __import__("torch").load(out / "phantomclip-tiny.pt", map_location="cpu", weights_only=True)
+    state = torch.load(SHIPPED["shipped"][0], map_location="cpu", weights_only=True)
     state["text_projection"] += 1.0  # far from the shipped weights: no drift check may run on a changed recipe
-    __import__("torch").save(state, out / "phantomclip-tiny.pt")
+    torch.save(state, out / "phantomclip-tiny.pt")
     (out / "phantomclip-tiny.card.json").write_text(json.dumps({"recipe": json.loads(json.dumps(dataclasses.asdict(cfg)))}))
